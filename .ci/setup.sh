@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian audio packages (for the bundled real-audio corpus) and .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PKGS="alsa-utils sound-theme-freedesktop espeak-ng sox fluidsynth timgm6mb-soundfont libsndfile1"
+missing=""
+for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] apt-get install$missing"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null \
+    || echo "[setup] warning: could not install$missing (tests that need them will skip)"
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import cat_jax, torch, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "[setup] pip install -e .[test] (CPU torch 2.13.0)"
+  .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import cat_jax, torch, pytest"
+  touch .venv/.installed
+fi

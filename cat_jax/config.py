@@ -1,0 +1,329 @@
+"""CATConfig: the reference `config.json` schema, parsed and validated.
+
+The config is plain data. `from_dict`/`to_dict` round-trip the reference layout
+(unknown top-level fields are carried along untouched); module entries are parsed
+into frozen specs with every derived quantity (attention window, channel count).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Union
+
+from cat_jax.errors import ConfigError
+
+NORMS = ("layer_norm", "rms_norm", "rms_norm_f32")
+POSITIONAL = ("rope", "sin", "sin_rope", "none")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu", "mish", "softsign", "identity")
+QUANTIZERS = {"rlfq": "rlfq", "random_prefix_rlfq": "rlfq", "rvq": "rvq", "spec_rvq": "rvq"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSpec:
+  """A PatchedPretransform: (B, D, T) <-> (B, D*h, T/h)."""
+  patch_size: int
+  module_type: str = "PatchedPretransform"
+
+  def to_dict(self) -> dict:
+    return {"module_type": self.module_type, "patch_size": self.patch_size}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerSpec:
+  """A ProjectedTransformer stage; `context` (frames) is derived from the stage frame rate."""
+  input_dimension: int
+  output_dimension: int
+  d_model: int
+  num_heads: int
+  num_layers: int
+  dim_feedforward: int = 2048
+  causal: bool = False
+  norm: str = "layer_norm"
+  positional_embedding: str = "sin"
+  max_period: float = 10000
+  positional_scale: float = 1.0
+  gating: str = "none"
+  layer_scale: float | None = None
+  conv_layout: bool = False
+  context: int | None = None  # derived, not serialised
+  module_type: str = "Transformer"
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def ffn_hidden(self) -> int:
+    """Hidden width of the gated FFN (reference rule), or dim_feedforward when ungated."""
+    if self.gating == "none":
+      return self.dim_feedforward
+    if self.dim_feedforward == 4 * self.d_model:
+      return 21 * self.d_model // 8
+    return 2 * self.dim_feedforward // 3
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d.pop("context")
+    return d
+
+
+ModuleSpec = Union[PatchSpec, TransformerSpec]
+_TRANSFORMER_FIELDS = {f.name for f in dataclasses.fields(TransformerSpec)} - {"context"}
+_INT_FIELDS = ("input_dimension", "output_dimension", "d_model", "num_heads", "num_layers", "dim_feedforward")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizerSpec:
+  quantizer_type: str  # as written in the config (rlfq, random_prefix_rlfq, rvq, spec_rvq)
+  input_dim: int
+  rvq_dim: int
+  output_dim: int
+  num_quantizers: int
+  codebook_size: int
+  codebook_dim: int
+
+  @property
+  def kind(self) -> str:
+    """'rlfq' (cosine lookup) or 'rvq' (squared-distance lookup)."""
+    return QUANTIZERS[self.quantizer_type]
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def _parse_module(raw: Any, where: str) -> ModuleSpec:
+  if not isinstance(raw, dict) or "module_type" not in raw:
+    raise ConfigError(f"{where}: each module must be a dict with a 'module_type', got {raw!r}")
+  kind = raw["module_type"]
+  if kind == "PatchedPretransform":
+    extra = set(raw) - {"module_type", "patch_size"}
+    if extra:
+      raise ConfigError(f"{where}: unknown PatchedPretransform option(s) {sorted(extra)}")
+    h = raw.get("patch_size")
+    if not isinstance(h, int) or isinstance(h, bool) or h < 1:
+      raise ConfigError(f"{where}: patch_size must be a positive integer, got {h!r}")
+    return PatchSpec(patch_size=h)
+  if kind == "Transformer":
+    extra = set(raw) - _TRANSFORMER_FIELDS
+    if extra:
+      raise ConfigError(f"{where}: unknown Transformer option(s) {sorted(extra)}")
+    missing = {"input_dimension", "output_dimension", "d_model", "num_heads", "num_layers"} - set(raw)
+    if missing:
+      raise ConfigError(f"{where}: Transformer is missing {sorted(missing)}")
+    for k in _INT_FIELDS:
+      if k in raw and (not isinstance(raw[k], int) or isinstance(raw[k], bool) or raw[k] < 1):
+        raise ConfigError(f"{where}: {k} must be a positive integer, got {raw[k]!r}")
+    spec = TransformerSpec(**raw)
+    if spec.norm not in NORMS:
+      raise ConfigError(f"{where}: unknown norm {spec.norm!r}; expected one of {NORMS}")
+    if spec.positional_embedding not in POSITIONAL:
+      raise ConfigError(f"{where}: unknown positional_embedding {spec.positional_embedding!r}; expected one of {POSITIONAL}")
+    if spec.gating != "none" and spec.gating not in ACTIVATIONS:
+      raise ConfigError(f"{where}: unknown gating activation {spec.gating!r}; expected 'none' or one of {ACTIVATIONS}")
+    if spec.d_model % spec.num_heads:
+      raise ConfigError(f"{where}: d_model={spec.d_model} is not divisible by num_heads={spec.num_heads}")
+    if spec.positional_embedding in ("rope", "sin_rope") and spec.head_dim % 2:
+      raise ConfigError(f"{where}: RoPE needs an even head dim, got d_model/num_heads={spec.head_dim}")
+    if spec.positional_embedding in ("sin", "sin_rope") and (spec.d_model % 2 or spec.d_model < 4):
+      raise ConfigError(f"{where}: sinusoidal embedding needs an even d_model >= 4, got {spec.d_model}")
+    return spec
+  raise ConfigError(f"{where}: unknown module_type {kind!r}; expected 'PatchedPretransform' or 'Transformer'")
+
+
+@dataclasses.dataclass(frozen=True)
+class CATConfig:
+  """The whole codec: encoder and decoder module lists, quantizer, rates."""
+  sampling_rate: int
+  downsample_rate: int
+  causal_transformer_context_duration: float
+  encoder: tuple[ModuleSpec, ...]
+  decoder: tuple[ModuleSpec, ...]
+  quantizer: QuantizerSpec
+  extra: dict = dataclasses.field(default_factory=dict, compare=False)  # carried-along fields
+
+  # ---- derived -------------------------------------------------------------
+  @property
+  def channels(self) -> int:
+    """Audio channels, implied by the first encoder Transformer's input width."""
+    return _implied_channels(self.encoder)
+
+  @property
+  def frame_rate(self) -> float:
+    return self.sampling_rate / self.downsample_rate
+
+  @property
+  def num_quantizers(self) -> int:
+    return self.quantizer.num_quantizers
+
+  @property
+  def codebook_size(self) -> int:
+    return self.quantizer.codebook_size
+
+  def bits_per_second(self, num_quantizers: int | None = None) -> float:
+    n = self.num_quantizers if num_quantizers is None else num_quantizers
+    return n * math.log2(self.codebook_size) * self.frame_rate
+
+  # ---- (de)serialisation ---------------------------------------------------
+  @classmethod
+  def from_dict(cls, raw: dict) -> "CATConfig":
+    if not isinstance(raw, dict):
+      raise ConfigError(f"config must be a JSON object, got {type(raw).__name__}")
+    raw = dict(raw)
+    sr = raw.pop("sampling_rate", None)
+    sr_alias = raw.pop("sample_rate", None)
+    if sr is None:
+      sr = sr_alias
+    if sr is None:
+      raise ConfigError("config needs 'sampling_rate' (or 'sample_rate')")
+    if sr_alias is not None and sr_alias != sr:
+      raise ConfigError(f"sampling_rate={sr} and sample_rate={sr_alias} disagree")
+    try:
+      dr = raw.pop("downsample_rate")
+      dur = raw.pop("causal_transformer_context_duration")
+      enc_raw = raw.pop("encoder_kwargs")
+      dec_raw = raw.pop("decoder_kwargs")
+      q_raw = dict(raw.pop("quantizer_kwargs"))
+    except KeyError as e:
+      raise ConfigError(f"config is missing required field {e.args[0]!r}") from None
+    qtype = q_raw.pop("quantizer_type", None) or raw.pop("quantizer_type", None) or "rvq"
+    raw.pop("quantizer_type", None)
+    if qtype not in QUANTIZERS:
+      raise ConfigError(f"unknown quantizer_type {qtype!r}; expected one of {sorted(QUANTIZERS)}")
+    known_q = {"input_dim", "rvq_dim", "output_dim", "num_quantizers", "codebook_size", "codebook_dim"}
+    if set(q_raw) - known_q:
+      raise ConfigError(f"unknown quantizer option(s) {sorted(set(q_raw) - known_q)}")
+    if "input_dim" not in q_raw:
+      raise ConfigError("quantizer_kwargs needs 'input_dim'")
+    qd = q_raw["input_dim"]
+    quant = QuantizerSpec(
+        quantizer_type=qtype, input_dim=qd, rvq_dim=q_raw.get("rvq_dim") or qd,
+        output_dim=q_raw.get("output_dim") or qd, num_quantizers=q_raw.get("num_quantizers", 32),
+        codebook_size=q_raw.get("codebook_size", 1024), codebook_dim=q_raw.get("codebook_dim", 8))
+    for f in known_q:
+      v = getattr(quant, f)
+      if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ConfigError(f"quantizer {f} must be a positive integer, got {v!r}")
+    if not isinstance(sr, int) or sr < 1:
+      raise ConfigError(f"sampling_rate must be a positive integer, got {sr!r}")
+    if not isinstance(dr, int) or dr < 1:
+      raise ConfigError(f"downsample_rate must be a positive integer, got {dr!r}")
+    if not isinstance(dur, (int, float)) or dur <= 0:
+      raise ConfigError(f"causal_transformer_context_duration must be > 0, got {dur!r}")
+    if not isinstance(enc_raw, list) or not isinstance(dec_raw, list) or not enc_raw or not dec_raw:
+      raise ConfigError("encoder_kwargs and decoder_kwargs must be non-empty lists of modules")
+    enc = [_parse_module(m, f"encoder_kwargs[{i}]") for i, m in enumerate(enc_raw)]
+    dec = [_parse_module(m, f"decoder_kwargs[{i}]") for i, m in enumerate(dec_raw)]
+    enc, dec = _with_contexts(enc, dec, sr, dur)
+    for m in enc + dec:
+      if isinstance(m, TransformerSpec) and m.context is not None and m.context < 1:
+        raise ConfigError(f"causal_transformer_context_duration={dur} s gives an empty attention window "
+                          f"for a Transformer stage; make it longer")
+    cfg = cls(sampling_rate=sr, downsample_rate=dr, causal_transformer_context_duration=dur,
+              encoder=tuple(enc), decoder=tuple(dec), quantizer=quant, extra=raw)
+    cfg.validate()
+    return cfg
+
+  @classmethod
+  def from_json(cls, path: str | os.PathLike) -> "CATConfig":
+    path = os.fspath(path)
+    if os.path.isdir(path):
+      path = os.path.join(path, "config.json")
+    try:
+      with open(path) as f:
+        raw = json.load(f)
+    except FileNotFoundError:
+      raise ConfigError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    return cls.from_dict(raw)
+
+  def to_dict(self) -> dict:
+    out = dict(self.extra)
+    out.update({
+        "sampling_rate": self.sampling_rate,
+        "sample_rate": self.sampling_rate,
+        "downsample_rate": self.downsample_rate,
+        "causal_transformer_context_duration": self.causal_transformer_context_duration,
+        "encoder_kwargs": [m.to_dict() for m in self.encoder],
+        "decoder_kwargs": [m.to_dict() for m in self.decoder],
+        "quantizer_type": self.quantizer.quantizer_type,
+        "quantizer_kwargs": self.quantizer.to_dict(),
+    })
+    out.setdefault("model_type", "speech_tokenizer")
+    out.setdefault("architectures", ["MossAudioTokenizerModel"])
+    return out
+
+  def to_json(self, path: str | os.PathLike) -> None:
+    with open(path, "w") as f:
+      json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+  def replace(self, **changes) -> "CATConfig":
+    return dataclasses.replace(self, **changes)
+
+  # ---- validation ----------------------------------------------------------
+  def validate(self) -> None:
+    """Raises ConfigError when patch products or widths do not chain."""
+    for name, mods in (("encoder", self.encoder), ("decoder", self.decoder)):
+      prod = math.prod(m.patch_size for m in mods if isinstance(m, PatchSpec))
+      if prod != self.downsample_rate:
+        raise ConfigError(f"{name} patch sizes multiply to {prod}, but downsample_rate is {self.downsample_rate}")
+    c = self.channels
+    width = c
+    for i, m in enumerate(self.encoder):
+      if isinstance(m, PatchSpec):
+        width *= m.patch_size
+      else:
+        if m.input_dimension != width:
+          raise ConfigError(f"encoder_kwargs[{i}]: input_dimension={m.input_dimension} but the previous module gives {width}")
+        width = m.output_dimension
+    if width != self.quantizer.input_dim:
+      raise ConfigError(f"encoder output width {width} != quantizer input_dim {self.quantizer.input_dim}")
+    width = self.quantizer.output_dim
+    for i, m in enumerate(self.decoder):
+      if isinstance(m, PatchSpec):
+        if width % m.patch_size:
+          raise ConfigError(f"decoder_kwargs[{i}]: width {width} is not divisible by patch_size {m.patch_size}")
+        width //= m.patch_size
+      else:
+        if m.input_dimension != width:
+          raise ConfigError(f"decoder_kwargs[{i}]: input_dimension={m.input_dimension} but the previous module gives {width}")
+        width = m.output_dimension
+    if width != c:
+      raise ConfigError(f"decoder ends with {width} channels, but the encoder takes {c}")
+
+
+def _implied_channels(encoder) -> int:
+  prod = 1
+  for i, m in enumerate(encoder):
+    if isinstance(m, PatchSpec):
+      prod *= m.patch_size
+    else:
+      if m.input_dimension % prod:
+        raise ConfigError(f"encoder_kwargs[{i}]: input_dimension={m.input_dimension} is not a multiple of "
+                          f"the preceding patch product {prod}")
+      return m.input_dimension // prod
+  raise ConfigError("the encoder has no Transformer module")
+
+
+def _with_contexts(enc, dec, sr, dur):
+  """Fills each Transformer's window in frames, with the reference's float arithmetic."""
+  rate = float(sr)
+  out_enc = []
+  for m in enc:
+    if isinstance(m, TransformerSpec):
+      m = dataclasses.replace(m, context=int(rate * dur) if m.causal else None)
+      out_enc.append(m)
+    else:
+      out_enc.append(m)
+      rate /= m.patch_size
+  out_dec = []  # the decoder continues from the encoder's final frame rate
+  for m in dec:
+    if isinstance(m, TransformerSpec):
+      m = dataclasses.replace(m, context=int(rate * dur) if m.causal else None)
+      out_dec.append(m)
+    else:
+      out_dec.append(m)
+      rate *= m.patch_size
+  return out_enc, out_dec

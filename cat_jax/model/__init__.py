@@ -1,0 +1,1 @@
+"""Flax NNX modules of CAT: transformer stages, patching, quantizers, and the assembly."""

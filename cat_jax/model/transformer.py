@@ -1,0 +1,203 @@
+"""The projected causal Transformer stage of CAT (pre-norm, RoPE, sliding-window attention).
+
+Layout inside the model is channel-last, `x: (B, T, C)`. Layers of a stage are
+stacked along a leading `layers` axis and run with `jax.lax.scan`.
+
+Attention takes explicit positions so that the same code serves offline coding and
+streaming with a KV cache: a query at position p sees key k iff 0 <= p - k < context.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cat_jax.config import TransformerSpec
+from cat_jax.model.layers import ACTIVATIONS, Dense, LayerScale, make_norm
+
+
+class KVCache(NamedTuple):
+  """Keys/values of the last `capacity` frames of one layer; pos -1 marks an empty slot."""
+  k: jax.Array  # (B, S, H, Dh)
+  v: jax.Array  # (B, S, H, Dh)
+  pos: jax.Array  # (B, S) int32
+
+
+def rope(x: jax.Array, positions: jax.Array, max_period: float) -> jax.Array:
+  """Rotary embedding on adjacent channel pairs (2i, 2i+1). x: (B, T, H, Dh), positions: (B, T)."""
+  dh = x.shape[-1]
+  ds = jnp.arange(dh // 2, dtype=jnp.float32)
+  freqs = jnp.exp(ds * (-math.log(max_period) * 2 / dh))
+  angle = positions.astype(jnp.float32)[:, :, None, None] * freqs  # (B, T, 1, Dh/2)
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  xr = x.astype(jnp.float32).reshape(*x.shape[:-1], dh // 2, 2)
+  a, b = xr[..., 0], xr[..., 1]
+  out = jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1)
+  return out.reshape(x.shape).astype(x.dtype)
+
+
+def sin_embedding(positions: jax.Array, dim: int, max_period: float) -> jax.Array:
+  """Additive sinusoidal embedding [cos | sin]. positions: (B, T) -> (B, T, dim)."""
+  half = dim // 2
+  adim = jnp.arange(half, dtype=jnp.float32)
+  phase = positions.astype(jnp.float32)[..., None] / (jnp.float32(max_period) ** (adim / (half - 1)))
+  return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)], axis=-1)
+
+
+def attention_mask(q_pos: jax.Array, k_pos: jax.Array, context: int | None, causal: bool) -> jax.Array:
+  """(B, T, S) boolean: key slot valid, not in the future, and inside the window."""
+  valid = (k_pos >= 0)[:, None, :]
+  if not causal:
+    return jnp.broadcast_to(valid, (q_pos.shape[0], q_pos.shape[1], k_pos.shape[1]))
+  delta = q_pos[:, :, None] - k_pos[:, None, :]
+  mask = valid & (delta >= 0)
+  if context is not None:
+    mask = mask & (delta < context)
+  return mask
+
+
+class Attention(nnx.Module):
+  """Multi-head self-attention with one fused q/k/v projection (reference: in_projs.0, out_projs.0)."""
+
+  def __init__(self, spec: TransformerSpec, *, key):
+    c, h = spec.d_model, spec.num_heads
+    k1, k2 = jax.random.split(key)
+    self.num_heads, self.head_dim = h, spec.head_dim
+    self.use_rope = spec.positional_embedding in ("rope", "sin_rope")
+    self.max_period = spec.max_period
+    self.context, self.causal = spec.context, spec.causal
+    # in_proj kernel: (C, 3, H, Dh), the reference's (3C, C) read as (3, H, Dh) blocks.
+    self.in_proj = Dense((c,), (3, h, spec.head_dim), ("embed", "qkv", "heads", "head_dim"), key=k1)
+    self.out_proj = Dense((h, spec.head_dim), (c,), ("heads", "head_dim", "embed"), key=k2)
+
+  def __call__(self, x, positions, cache: KVCache | None = None, dtype=None):
+    """x: (B, T, C), positions: (B, T). Returns (y (B, T, C), new cache or None)."""
+    qkv = self.in_proj(x, dtype)  # (B, T, 3, H, Dh)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if self.use_rope:
+      q = rope(q, positions, self.max_period)
+      k = rope(k, positions, self.max_period)
+    k_pos = positions
+    new_cache = None
+    if cache is not None:
+      k = jnp.concatenate([cache.k.astype(k.dtype), k], axis=1)
+      v = jnp.concatenate([cache.v.astype(v.dtype), v], axis=1)
+      k_pos = jnp.concatenate([cache.pos, positions.astype(cache.pos.dtype)], axis=1)
+      s = cache.k.shape[1]
+      new_cache = KVCache(k[:, -s:].astype(cache.k.dtype), v[:, -s:].astype(cache.v.dtype), k_pos[:, -s:])
+    mask = attention_mask(positions, k_pos, self.context, self.causal)
+    logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+    logits = logits * (1.0 / math.sqrt(self.head_dim))
+    logits = jnp.where(mask[:, None], logits, -jnp.inf)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = jnp.where(mask[:, None], probs, 0.0)  # rows with no key (padding slots) give 0, not NaN
+    out = jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
+    return self.out_proj(out, dtype), new_cache
+
+
+class Gating(nnx.Module):
+  """Gated FFN: linear_in C -> (2, h) read as [gate | value], act(gate) * value, linear_out h -> C."""
+
+  def __init__(self, spec: TransformerSpec, *, key):
+    k1, k2 = jax.random.split(key)
+    h = spec.ffn_hidden
+    self.activation = spec.gating
+    self.linear_in = Dense((spec.d_model,), (2, h), ("embed", "gate", "mlp"), key=k1)
+    self.linear_out = Dense((h,), (spec.d_model,), ("mlp", "embed"), key=k2)
+
+  def __call__(self, x, dtype=None):
+    y = self.linear_in(x, dtype)
+    return self.linear_out(ACTIVATIONS[self.activation](y[..., 0, :]) * y[..., 1, :], dtype)
+
+
+class TransformerLayer(nnx.Module):
+  """x += ls1 * attn(norm1(x)); x += ls2 * ffn(norm2(x))."""
+
+  def __init__(self, spec: TransformerSpec, *, key):
+    k1, k2 = jax.random.split(key)
+    self.self_attn = Attention(spec, key=k1)
+    self.norm1 = make_norm(spec.norm, spec.d_model)
+    self.norm2 = make_norm(spec.norm, spec.d_model)
+    if spec.gating == "none":  # linear2(gelu(linear1(x))), exact GELU, no biases
+      k2, k3 = jax.random.split(k2)
+      self.linear1 = Dense((spec.d_model,), (spec.dim_feedforward,), ("embed", "mlp"), key=k2)
+      self.linear2 = Dense((spec.dim_feedforward,), (spec.d_model,), ("mlp", "embed"), key=k3)
+    else:
+      self.gating = Gating(spec, key=k2)
+    if spec.layer_scale is not None:
+      self.layer_scale_1 = LayerScale(spec.d_model, spec.layer_scale)
+      self.layer_scale_2 = LayerScale(spec.d_model, spec.layer_scale)
+    self.has_scale = spec.layer_scale is not None
+    self.gated = spec.gating != "none"
+
+  def __call__(self, x, positions, cache=None, dtype=None):
+    y, cache = self.self_attn(self.norm1(x), positions, cache, dtype)
+    x = x + (self.layer_scale_1(y) if self.has_scale else y).astype(x.dtype)
+    h = self.norm2(x)
+    if self.gated:
+      y = self.gating(h, dtype)
+    else:
+      y = self.linear2(jax.nn.gelu(self.linear1(h, dtype), approximate=False), dtype)
+    x = x + (self.layer_scale_2(y) if self.has_scale else y).astype(x.dtype)
+    return x, cache
+
+
+def _prepend_layer_axis(module: nnx.Module) -> None:
+  for _, node in nnx.iter_graph(module):
+    if isinstance(node, nnx.Param):
+      node.set_metadata("axes", ("layers",) + tuple(node.get_metadata()["axes"]))
+
+
+class Transformer(nnx.Module):
+  """`num_layers` layers stacked on a leading axis, scanned; optional sinusoidal embedding."""
+
+  def __init__(self, spec: TransformerSpec, *, key, remat: bool = False):
+    self.spec = spec
+    self.remat = remat
+
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(k):
+      return TransformerLayer(spec, key=k)
+
+    self.layers = make(jax.random.split(key, spec.num_layers))
+    _prepend_layer_axis(self.layers)
+
+  def __call__(self, x, positions, caches: KVCache | None = None, dtype=None):
+    """x: (B, T, C); caches: a KVCache whose arrays have a leading layer axis, or None."""
+    spec = self.spec
+    if spec.positional_embedding in ("sin", "sin_rope"):
+      x = x + spec.positional_scale * sin_embedding(positions, x.shape[-1], spec.max_period).astype(x.dtype)
+    graphdef, state = nnx.split(self.layers)
+
+    def body(x, layer_in):
+      layer_state, cache = layer_in
+      return nnx.merge(graphdef, layer_state)(x, positions, cache, dtype)
+
+    if self.remat:
+      body = jax.checkpoint(body, prevent_cse=False)
+    x, new_caches = jax.lax.scan(body, x, (state, caches))
+    return x, new_caches
+
+
+class ProjectedTransformer(nnx.Module):
+  """input_proj (if widths differ) -> Transformer -> output_proj (if widths differ)."""
+
+  def __init__(self, spec: TransformerSpec, *, key, remat: bool = False):
+    k1, k2, k3 = jax.random.split(key, 3)
+    self.spec = spec
+    if spec.input_dimension != spec.d_model:
+      self.input_proj = Dense((spec.input_dimension,), (spec.d_model,), ("io", "embed"), key=k1)
+    self.transformer = Transformer(spec, key=k2, remat=remat)
+    if spec.output_dimension != spec.d_model:
+      self.output_proj = Dense((spec.d_model,), (spec.output_dimension,), ("embed", "io"), key=k3)
+
+  def __call__(self, x, positions, caches=None, dtype=None):
+    if self.spec.input_dimension != self.spec.d_model:
+      x = self.input_proj(x, dtype).astype(jnp.float32)
+    x, caches = self.transformer(x, positions, caches, dtype)
+    if self.spec.output_dimension != self.spec.d_model:
+      x = self.output_proj(x, dtype).astype(jnp.float32)
+    return x, caches
