@@ -66,6 +66,8 @@ class TransformerSpec:
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
     d.pop("context")
+    if d["positional_scale"] == 1.0:  # not a field of the released schema; keep files identical
+      d.pop("positional_scale")
     return d
 
 
@@ -327,3 +329,48 @@ def _with_contexts(enc, dec, sr, dur):
       out_dec.append(m)
       rate *= m.patch_size
   return out_enc, out_dec
+
+
+def symmetric_config(*, sample_rate: int = 24000, channels: int = 1, patch_sizes=(240, 2, 2, 2),
+                     d_models=(32, 48, 32, 64), num_layers=(2, 1, 1, 2), num_heads=(2, 2, 2, 4),
+                     latent_dim: int = 48, rvq_dim: int = 32, num_quantizers: int = 8,
+                     codebook_size: int = 64, codebook_dim: int = 8, context_seconds: float = 0.32,
+                     ffn_mult: int = 2, norm: str = "layer_norm", positional_embedding: str = "rope",
+                     layer_scale: float | None = 0.01, gating: str = "none",
+                     quantizer_type: str = "rlfq") -> CATConfig:
+  """A CAT in the released layout (patch, Transformer, ..., quantizer, mirrored decoder) of any size.
+
+  Stage i patches by patch_sizes[i] then runs a Transformer of width d_models[i]; intermediate
+  stages output d/2 channels like the released model; the decoder mirrors the encoder.
+  """
+  n = len(patch_sizes)
+  if not (len(d_models) == len(num_layers) == len(num_heads) == n):
+    raise ConfigError("patch_sizes, d_models, num_layers and num_heads need one entry per stage")
+
+  def tf(d_in, d, d_out, i):
+    return {"module_type": "Transformer", "input_dimension": d_in, "output_dimension": d_out, "d_model": d,
+            "num_heads": num_heads[i], "num_layers": num_layers[i], "dim_feedforward": ffn_mult * d,
+            "causal": True, "conv_layout": True, "norm": norm, "positional_embedding": positional_embedding,
+            "max_period": 10000, "gating": gating, "layer_scale": layer_scale}
+
+  enc, width = [], channels
+  for i, (h, d) in enumerate(zip(patch_sizes, d_models)):
+    enc.append({"module_type": "PatchedPretransform", "patch_size": h})
+    out = latent_dim if i == n - 1 else d // 2
+    enc.append(tf(width * h, d, out, i))
+    width = out
+  dec, width = [], latent_dim
+  for i in reversed(range(n)):
+    h, d = patch_sizes[i], d_models[i]
+    out = channels * h if i == 0 else d
+    dec.append(tf(width, d, out, i))
+    dec.append({"module_type": "PatchedPretransform", "patch_size": h})
+    width = out // h
+  return CATConfig.from_dict({
+      "sampling_rate": sample_rate, "downsample_rate": math.prod(patch_sizes),
+      "causal_transformer_context_duration": context_seconds, "encoder_kwargs": enc, "decoder_kwargs": dec,
+      "quantizer_type": quantizer_type,
+      "quantizer_kwargs": {"input_dim": latent_dim, "rvq_dim": rvq_dim, "output_dim": latent_dim,
+                           "num_quantizers": num_quantizers, "codebook_size": codebook_size,
+                           "codebook_dim": codebook_dim, "quantizer_type": quantizer_type},
+  })

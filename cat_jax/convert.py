@@ -58,8 +58,8 @@ def _transformer_entries(prefix: str, path: tuple, s: TransformerSpec) -> list[E
     def add(suffix, sub, kind, shape):
       out.append(Entry(f"{n}.{suffix}", lp + sub, l, kind, shape))
 
-    add("self_attn.in_projs.0.weight", ("self_attn", "in_proj", "kernel"), "linear", (3 * c, c))
     add("self_attn.out_projs.0.weight", ("self_attn", "out_proj", "kernel"), "linear", (c, c))
+    add("self_attn.in_projs.0.weight", ("self_attn", "in_proj", "kernel"), "linear", (3 * c, c))
     for norm in ("norm1", "norm2"):
       if s.norm == "layer_norm":
         add(f"{norm}.weight", (norm, "weight"), "reshape", (c,))
