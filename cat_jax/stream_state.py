@@ -1,0 +1,118 @@
+"""Streaming state of CAT: per-stage KV caches and positions, plus the encoder's sample buffer.
+
+A state holds B independent streams. Each causal Transformer stage keeps the keys/values of
+its last `context - 1` frames (stacked over layers) and the position of its next frame, which
+is exactly what its sliding window needs, so any chunk size reproduces offline coding.
+States are plain NamedTuple pytrees; every function here is pure and jit-friendly.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from cat_jax.config import CATConfig, PatchSpec
+from cat_jax.errors import ConfigError
+from cat_jax.model.transformer import KVCache
+
+
+class StageState(NamedTuple):
+  """One Transformer stage of B streams."""
+  cache: KVCache  # k, v: (L, B, S, H, Dh); pos: (L, B, S) int32, -1 = empty slot
+  offset: jax.Array  # (B,) int32 position of the stream's next frame at this stage
+
+
+class EncoderState(NamedTuple):
+  stages: tuple  # per encoder module: StageState (Transformer) or None (patch)
+  buffer: jax.Array  # (B, downsample_rate, C) samples of the incomplete frame
+  fill: jax.Array  # (B,) int32 samples held in `buffer`
+
+
+class DecoderState(NamedTuple):
+  stages: tuple  # per decoder module: StageState (Transformer) or None (patch)
+
+
+def stage_rates(specs, downsample: bool, downsample_rate: int) -> list[int]:
+  """Frames per token frame at which each module runs (encoder: dr, dr/240, ...; decoder: 1, 2, ...)."""
+  rate = downsample_rate if downsample else 1
+  rates = []
+  for s in specs:
+    rates.append(rate)
+    if isinstance(s, PatchSpec):
+      rate = rate // s.patch_size if downsample else rate * s.patch_size
+  return rates
+
+
+def cache_capacity(spec) -> int:
+  """Keys a stage must remember: its window minus the query itself (at least one slot)."""
+  if not spec.causal or spec.context is None:
+    raise ConfigError("streaming needs causal Transformer stages with a finite context; "
+                      "this config has a non-causal stage")
+  return max(spec.context - 1, 1)
+
+
+def _stage_init(spec, batch: int, cache_dtype) -> StageState:
+  s, l = cache_capacity(spec), spec.num_layers
+  shape = (l, batch, s, spec.num_heads, spec.head_dim)  # k and v must be distinct buffers (donation)
+  return StageState(KVCache(jnp.zeros(shape, cache_dtype), jnp.zeros(shape, cache_dtype), jnp.full((l, batch, s), -1, jnp.int32)), jnp.zeros((batch,), jnp.int32))
+
+
+def _stages_init(specs, batch: int, cache_dtype) -> tuple:
+  return tuple(None if isinstance(s, PatchSpec) else _stage_init(s, batch, cache_dtype) for s in specs)
+
+
+def init_encoder_state(config: CATConfig, batch: int, cache_dtype=jnp.float32) -> EncoderState:
+  """B fresh encoder streams: empty caches, positions 0, empty sample buffer."""
+  return EncoderState(_stages_init(config.encoder, batch, cache_dtype),
+                      jnp.zeros((batch, config.downsample_rate, config.channels), jnp.float32),
+                      jnp.zeros((batch,), jnp.int32))
+
+
+def init_decoder_state(config: CATConfig, batch: int, cache_dtype=jnp.float32) -> DecoderState:
+  """B fresh decoder streams."""
+  return DecoderState(_stages_init(config.decoder, batch, cache_dtype))
+
+
+def _bcast(mask: jax.Array, ndim: int, axis: int) -> jax.Array:
+  return mask.reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
+
+
+def reset_streams(state, mask: jax.Array):
+  """Makes the streams where `mask` (B,) is True fresh. Empty slots (pos -1) are masked out of
+  attention with weight exactly 0, so clearing positions, offsets and fill is enough."""
+  mask = jnp.asarray(mask, bool)
+
+  def stage(st):
+    if st is None:
+      return None
+    pos = jnp.where(_bcast(mask, 3, 1), -1, st.cache.pos)
+    return StageState(st.cache._replace(pos=pos), jnp.where(mask, 0, st.offset))
+
+  stages = tuple(stage(st) for st in state.stages)
+  if isinstance(state, EncoderState):
+    return EncoderState(stages, state.buffer, jnp.where(mask, 0, state.fill))
+  return DecoderState(stages)
+
+
+def select_streams(mask: jax.Array, new, old):
+  """Per stream: `new` where mask (B,) is True, else `old` (streams that sat out a step)."""
+  mask = jnp.asarray(mask, bool)
+
+  def pick(a, b, axis):
+    return jnp.where(_bcast(mask, a.ndim, axis), a, b)
+
+  def stage(n, o):
+    if n is None:
+      return None
+    return StageState(KVCache(*(pick(a, b, 1) for a, b in zip(n.cache, o.cache))), pick(n.offset, o.offset, 0))
+
+  stages = tuple(stage(n, o) for n, o in zip(new.stages, old.stages))
+  if isinstance(new, EncoderState):
+    return EncoderState(stages, pick(new.buffer, old.buffer, 0), pick(new.fill, old.fill, 0))
+  return DecoderState(stages)
+
+
+def state_bytes(state) -> int:
+  """Memory held by a state (caches dominate)."""
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))

@@ -1,0 +1,292 @@
+"""Streaming encode/decode with KV caches that equal offline coding exactly.
+
+Every stage is causal with a sliding window, so a frame's outputs depend only on the past:
+feeding K frames at a time through stages that remember their last `context - 1` keys gives
+the offline codes bit for bit and the offline audio to float rounding, for any K.
+
+Pure step functions take (graphdef, params, state, chunk) and return (state, outputs); the
+`*_jit` versions are compiled once per chunk shape and consume (donate) the state passed in.
+`encode_chunked` / `decode_chunked` back `CAT.encode/decode(chunk_duration=...)`;
+`register` adds the `stream-encode` / `stream-decode` CLI commands.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from cat_jax.config import CATConfig
+from cat_jax.errors import CATError, CodesError, ConfigError
+from cat_jax.model.cat import run_modules
+from cat_jax.stream_state import (DecoderState, EncoderState, StageState, init_decoder_state, init_encoder_state,
+                                  reset_streams, select_streams, stage_rates)
+
+
+# ---- pure steps ---------------------------------------------------------------------
+
+def _run_stages(modules, rates, stages: tuple, x, frames: int, dtype):
+  """Runs a module list on `frames` token frames with the stages' caches; advances positions."""
+  b = x.shape[0]
+  offsets = [None if s is None else s.offset for s in stages]
+  caches = [None if s is None else s.cache for s in stages]
+  x, _, new_caches = run_modules(modules, x, jnp.zeros((b,), jnp.int32), offsets, caches, dtype)
+  new = tuple(None if s is None else StageState(c, s.offset + frames * r)
+              for s, c, r in zip(stages, new_caches, rates))
+  return x, new
+
+
+def encoder_step(graphdef, params, state: EncoderState, audio, valid=None, active=None, reset=None,
+                 *, n_q: int | None = None, dtype=None):
+  """Encodes K whole frames per stream. audio: (B, K*downsample_rate, C); valid (B,): frames of
+  this chunk inside the stream's length (later ones are masked in the quantizer like offline
+  padding; default all); active (B,) bool: streams that take part (others keep their state);
+  reset (B,) bool: streams restarted before this chunk. Ignores the sample buffer.
+  Returns (state, codes (n_q, B, K) int32, hidden (B, K, D))."""
+  model = nnx.merge(graphdef, params)
+  cfg = model.config
+  if reset is not None:
+    state = reset_streams(state, reset)
+  b, t, _ = audio.shape
+  k = t // cfg.downsample_rate
+  rates = stage_rates(cfg.encoder, True, cfg.downsample_rate)
+  h, stages = _run_stages(model.encoder, rates, state.stages, audio.astype(jnp.float32), k, dtype)
+  valid = jnp.full((b,), k, jnp.int32) if valid is None else jnp.asarray(valid, jnp.int32)
+  codes = model.quantizer(h, valid, n_q).codes
+  new = state._replace(stages=stages)
+  if active is not None:
+    new = select_streams(active, new, state)
+  return new, codes, h
+
+
+def encoder_push(graphdef, params, state: EncoderState, samples, reset=None, *, n_q: int | None = None,
+                 dtype=None):
+  """Feeds N arbitrary samples per stream; complete frames are encoded, the rest is buffered.
+  samples: (B, N, C). Returns (state, codes (n_q, B, M), hidden (B, M, D), count (B,)) with
+  M = (downsample_rate - 1 + N) // downsample_rate; stream b's first count[b] frames are new."""
+  cfg = nnx.merge(graphdef, params).config
+  if reset is not None:
+    state = reset_streams(state, reset)
+  dr = cfg.downsample_rate
+  b, n, c = samples.shape
+  m = (dr - 1 + n) // dr
+  fill = state.fill
+  total = fill + n
+  count = total // dr
+  # joined[b] = buffer[b, :fill[b]] ++ samples[b] (junk past total[b])
+  idx = jnp.arange(dr + n, dtype=jnp.int32)[None]  # (1, dr+N)
+  from_samples = jnp.take_along_axis(samples.astype(jnp.float32),
+                                     jnp.clip(idx - fill[:, None], 0, max(n - 1, 0))[..., None], axis=1)
+  from_buffer = jnp.pad(state.buffer, ((0, 0), (0, n), (0, 0)))
+  joined = jnp.where((idx < fill[:, None])[..., None], from_buffer, from_samples)
+  frames = joined[:, :m * dr].reshape(b, m, dr, c).transpose(1, 0, 2, 3)  # (M, B, dr, C)
+
+  def body(st, inp):
+    frame, j = inp
+    st, codes, h = encoder_step(graphdef, params, st, frame, active=j < count, n_q=n_q, dtype=dtype)
+    return st, (codes[:, :, 0], h[:, 0])
+
+  state, (codes, hidden) = jax.lax.scan(body, state, (frames, jnp.arange(m)))
+  rest = jnp.take_along_axis(joined, jnp.clip(count[:, None] * dr + jnp.arange(dr)[None], 0, dr + n - 1)[..., None],
+                             axis=1)
+  state = state._replace(buffer=rest, fill=total - count * dr)
+  return state, jnp.moveaxis(codes, 0, -1), jnp.moveaxis(hidden, 0, 1), count
+
+
+def encoder_flush(graphdef, params, state: EncoderState, *, n_q: int | None = None, dtype=None):
+  """Ends the streams: a buffered partial frame is zero-padded and encoded as offline encoding
+  pads the end (its quantizer input masked). Returns (state, codes (n_q, B, 1), hidden, count (B,))."""
+  dr = state.buffer.shape[1]
+  b = state.fill.shape[0]
+  keep = (jnp.arange(dr)[None] < state.fill[:, None])[..., None]
+  frame = jnp.where(keep, state.buffer, 0.0)
+  count = (state.fill > 0).astype(jnp.int32)
+  state, codes, h = encoder_step(graphdef, params, state, frame, jnp.zeros((b,), jnp.int32), count > 0,
+                                 n_q=n_q, dtype=dtype)
+  return state._replace(fill=jnp.zeros_like(state.fill)), codes, h, count
+
+
+def decoder_step(graphdef, params, state: DecoderState, codes, active=None, reset=None, *, dtype=None):
+  """Decodes K frames per stream. codes: (n_q, B, K) int. Returns (state, audio (B, K*downsample_rate, C))."""
+  model = nnx.merge(graphdef, params)
+  cfg = model.config
+  if reset is not None:
+    state = reset_streams(state, reset)
+  k = codes.shape[-1]
+  rates = stage_rates(cfg.decoder, False, cfg.downsample_rate)
+  z = model.quantizer.decode(jnp.asarray(codes, jnp.int32))
+  audio, stages = _run_stages(model.decoder, rates, state.stages, z, k, dtype)
+  new = DecoderState(stages)
+  if active is not None:
+    new = select_streams(active, new, state)
+  return new, audio
+
+
+_static = dict(static_argnums=(0,), donate_argnames=("state",))
+encoder_step_jit = jax.jit(encoder_step, static_argnames=("n_q", "dtype"), **_static)
+encoder_push_jit = jax.jit(encoder_push, static_argnames=("n_q", "dtype"), **_static)
+encoder_flush_jit = jax.jit(encoder_flush, static_argnames=("n_q", "dtype"), **_static)
+decoder_step_jit = jax.jit(decoder_step, static_argnames=("dtype",), **_static)
+
+
+# ---- whole-signal helpers behind CAT.encode / CAT.decode(chunk_duration=...) ---------
+
+def chunk_frames(config: CATConfig, chunk_duration) -> int:
+  """Validates a chunk duration (seconds) and returns it in token frames."""
+  frame_ms = 1000.0 / config.frame_rate
+  if isinstance(chunk_duration, bool) or not isinstance(chunk_duration, (int, float, np.integer, np.floating)):
+    raise ConfigError(f"chunk_duration must be a number of seconds, got {chunk_duration!r}")
+  d = float(chunk_duration)
+  if not math.isfinite(d) or d <= 0:
+    raise ConfigError(f"chunk_duration must be > 0 seconds, got {chunk_duration!r}")
+  k = d * config.frame_rate
+  kr = round(k)
+  if kr < 1 or abs(k - kr) > 1e-6 * max(1.0, k):
+    raise ConfigError(f"chunk_duration={d:g} s is not a whole number of {frame_ms:g} ms token frames "
+                      f"(e.g. {frame_ms / 1000:g} or {2 * frame_ms / 1000:g})")
+  return int(kr)
+
+
+def check_chunk_frames(k) -> int:
+  if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    raise ConfigError(f"chunk frames must be a positive integer, got {k!r}")
+  return int(k)
+
+
+def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int):
+  """x (B, C, T) float32 -> (codes (n_q, B, F), frame lengths (B,), hidden (B, F, D)), K frames per step."""
+  cfg = model.config
+  dr = cfg.downsample_rate
+  b, c, t = x.shape
+  frames = -(-t // dr)
+  n = -(-frames // k)
+  xp = np.zeros((b, n * k * dr, c), np.float32)
+  xp[:, :t] = x.transpose(0, 2, 1)
+  flen = np.asarray(lengths, np.int64) // dr
+  state = init_encoder_state(cfg, b)
+  codes, hidden = [], []
+  for i in range(n):
+    valid = np.clip(flen - i * k, 0, k).astype(np.int32)
+    state, cd, h = encoder_step_jit(model.graphdef, model.params, state, xp[:, i * k * dr:(i + 1) * k * dr], valid,
+                                    n_q=n_q, dtype=model.dtype)
+    codes.append(np.asarray(cd))
+    hidden.append(np.asarray(h))
+  codes = np.concatenate(codes, -1)[:, :, :frames]
+  hidden = np.concatenate(hidden, 1)[:, :frames]
+  return codes, flen, hidden
+
+
+def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
+  """codes (n_q, B, F) -> audio (B, F * downsample_rate, C), K frames per step."""
+  n_q, b, f = codes.shape
+  n = -(-f // k)
+  cp = np.zeros((n_q, b, n * k), np.int32)
+  cp[:, :, :f] = codes
+  state = init_decoder_state(model.config, b)
+  out = []
+  for i in range(n):
+    state, a = decoder_step_jit(model.graphdef, model.params, state, cp[:, :, i * k:(i + 1) * k], dtype=model.dtype)
+    out.append(np.asarray(a))
+  return np.concatenate(out, 1)[:, :f * model.config.downsample_rate]
+
+
+def encode_chunked(model, x: np.ndarray, lengths: np.ndarray, n_q: int, chunk_duration):
+  """CAT.encode(chunk_duration=...): x (B, C, T) float32 -> EncoderOutput equal to offline encoding."""
+  from cat_jax.codec import EncoderOutput
+  k = chunk_frames(model.config, chunk_duration)
+  codes, flen, hidden = encode_frames(model, x, lengths, n_q, k)
+  return EncoderOutput(codes.astype(np.int32), flen, hidden.transpose(0, 2, 1))
+
+
+def decode_chunked(model, codes: np.ndarray, frame_lengths: np.ndarray, chunk_duration):
+  """CAT.decode(chunk_duration=...): codes (n_q, B, F) int32 -> DecoderOutput equal to offline decoding."""
+  from cat_jax.codec import DecoderOutput
+  k = chunk_frames(model.config, chunk_duration)
+  audio = decode_frames(model, np.asarray(codes, np.int32), k)
+  return DecoderOutput(audio.transpose(0, 2, 1), np.asarray(frame_lengths, np.int64) * model.config.downsample_rate)
+
+
+# ---- CLI ----------------------------------------------------------------------------
+
+def register(subparsers) -> None:
+  """Adds `stream-encode` and `stream-decode` to an argparse subparsers object."""
+  p = subparsers.add_parser("stream-encode", help="encode an audio file chunk by chunk (equals offline codes)")
+  p.add_argument("input", metavar="IN.wav")
+  p.add_argument("output", metavar="OUT.npz")
+  p.add_argument("--model", required=True, metavar="DIR", help="model directory (config.json + safetensors)")
+  p.add_argument("--chunk-frames", type=int, default=1, metavar="K", help="token frames per step (default 1)")
+  p.add_argument("--num-quantizers", type=int, default=None, metavar="N", help="codebooks to keep (default all)")
+  p.set_defaults(func=_cli_encode)
+  p = subparsers.add_parser("stream-decode", help="decode a codes .npz chunk by chunk into audio")
+  p.add_argument("input", metavar="IN.npz")
+  p.add_argument("output", metavar="OUT.wav")
+  p.add_argument("--model", required=True, metavar="DIR", help="model directory (config.json + safetensors)")
+  p.add_argument("--chunk-frames", type=int, default=1, metavar="K", help="token frames per step (default 1)")
+  p.set_defaults(func=_cli_decode)
+
+
+def _cli(fn):
+  def run(args) -> int:
+    try:
+      fn(args)
+    except CATError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
+    return 0
+  run.__doc__ = fn.__doc__
+  return run
+
+
+@_cli
+def _cli_encode(args) -> None:
+  """stream-encode: IN audio -> OUT.npz {codes (n_q, frames) int32, sample_rate, num_quantizers, length}."""
+  from cat_jax.audio import load_audio
+  from cat_jax.codec import CAT
+  k = check_chunk_frames(args.chunk_frames)
+  model = CAT.from_pretrained(args.model)
+  cfg = model.config
+  n_q = CAT._check_nq(args.num_quantizers, cfg.num_quantizers)
+  audio = load_audio(args.input, cfg.sampling_rate, cfg.channels)  # (C, T)
+  t = audio.shape[1]
+  codes, _, _ = encode_frames(model, audio[None], np.array([t]), n_q, k)
+  np.savez(args.output, codes=codes[:, 0].astype(np.int32), sample_rate=np.int64(cfg.sampling_rate),
+           num_quantizers=np.int64(n_q), length=np.int64(t))
+  print(f"{args.output}: {codes.shape[-1]} frames x {n_q} codebooks ({t / cfg.sampling_rate:.2f} s)")
+
+
+def read_codes_npz(path: str, model) -> tuple[np.ndarray, int]:
+  """Reads a stream-encode .npz and checks it against the model: (codes (n_q, frames) int32, length)."""
+  try:
+    with np.load(path) as z:
+      data = {k: z[k] for k in z.files}
+  except FileNotFoundError:
+    raise CodesError(f"codes file not found: {path}") from None
+  except Exception as e:  # not an npz / corrupt
+    raise CodesError(f"cannot read codes file {path}: {e}") from None
+  if "codes" not in data:
+    raise CodesError(f"{path} has no 'codes' array (found {sorted(data)})")
+  codes = data["codes"]
+  if codes.ndim != 2:
+    raise CodesError(f"{path}: codes must be (n_q, frames), got shape {codes.shape}")
+  sr = int(data.get("sample_rate", model.config.sampling_rate))
+  if sr != model.config.sampling_rate:
+    raise CodesError(f"{path} was encoded at {sr} Hz but the model runs at {model.config.sampling_rate} Hz")
+  codes = model._check_codes(codes, None)[:, 0]
+  length = int(data.get("length", codes.shape[1] * model.config.downsample_rate))
+  return codes, length
+
+
+@_cli
+def _cli_decode(args) -> None:
+  """stream-decode: IN.npz -> OUT audio (trimmed to the encoded length)."""
+  from cat_jax.audio import write_audio
+  from cat_jax.codec import CAT
+  k = check_chunk_frames(args.chunk_frames)
+  model = CAT.from_pretrained(args.model)
+  codes, length = read_codes_npz(args.input, model)
+  audio = decode_frames(model, codes[:, None], k)[0, :length]  # (T, C)
+  write_audio(args.output, audio.T, model.config.sampling_rate)
+  print(f"{args.output}: {audio.shape[0] / model.config.sampling_rate:.2f} s")
