@@ -27,7 +27,7 @@ SOUNDFONTS = ("/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/defau
 ALL_SOURCES = ("speech", "words", "sounds", "music")
 
 # (espeak voice, language) and a few sentences per language; English also gets generated ones.
-_VOICES = (("en-us", "en"), ("en-gb", "en"), ("de", "de"), ("fr-fr", "fr"), ("es", "es"), ("it", "it"),
+_VOICES = (("en-us", "en"), ("de", "de"), ("fr-fr", "fr"), ("en-gb", "en"), ("es", "es"), ("it", "it"),
            ("nl", "nl"))
 _VARIANTS = ("", "+m3", "+f2", "+f4", "+m1")
 _SENTENCES = {

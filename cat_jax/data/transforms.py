@@ -146,16 +146,25 @@ class Normalize(_Stage):
 
 class RandomCrop(_RandomStage):
   """A random window of `segment_samples`, channel-last (S, C); short clips are zero-padded at the end.
-  Adds 'lengths': the number of valid samples."""
+  Adds 'lengths' (valid samples). Redraws up to `tries` times to avoid near-silent windows (RMS below
+  `min_db` dBFS, e.g. a clip's silent tail), keeping the loudest draw if none passes."""
 
-  def __init__(self, segment_samples: int):
-    self.segment_samples = int(segment_samples)
+  def __init__(self, segment_samples: int, tries: int = 4, min_db: float = -50.0):
+    self.segment_samples, self.tries, self.min_db = int(segment_samples), int(tries), float(min_db)
 
   def apply(self, ex: dict, rng: np.random.Generator) -> dict:
     a, s = ex["audio"], self.segment_samples
     t = a.shape[1]
-    start = int(rng.integers(0, t - s + 1)) if t > s else 0
-    n = min(t, s)
+    start, n = 0, min(t, s)
+    if t > s:
+      best = -1.0
+      for _ in range(max(1, self.tries)):
+        off = int(rng.integers(0, t - s + 1))
+        rms = float(np.sqrt(np.mean(np.square(a[:, off:off + s], dtype=np.float64))))
+        if rms > best:
+          start, best = off, rms
+        if rms > 10 ** (self.min_db / 20):
+          break
     seg = np.zeros((s, a.shape[0]), np.float32)
     seg[:n] = a[:, start:start + n].T
     return {**ex, "audio": seg, "lengths": np.int32(n)}
