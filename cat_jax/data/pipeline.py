@@ -21,7 +21,7 @@ import numpy as np
 
 from cat_jax.data import sources as sources_lib
 from cat_jax.data import transforms as T
-from cat_jax.errors import ConfigError
+from cat_jax.errors import AudioError, ConfigError
 
 BATCH_KEYS = ("audio", "lengths", "text", "text_lengths")
 log = logging.getLogger(__name__)
@@ -62,10 +62,12 @@ class AudioIterator(grain.DatasetIterator):
   """Batches the examples of a grain iterator, skipping and counting error elements.
   State = the inner iterator's state + the counts, so a resumed run continues batch for batch."""
 
-  def __init__(self, parent: grain.DatasetIterator, batch_size: int):
+  def __init__(self, parent: grain.DatasetIterator, batch_size: int, epoch_size: int):
     super().__init__(parent)
     self.batch_size = batch_size
+    self.epoch_size = epoch_size  # a whole epoch of bad clips in a row means there is nothing to train on
     self.stats = DataStats()
+    self._bad_run = 0
 
   def __next__(self) -> dict:
     rows = []
@@ -73,9 +75,14 @@ class AudioIterator(grain.DatasetIterator):
       ex = next(self._parent)
       if "error" in ex:
         self.stats.add_bad(ex)
+        self._bad_run += 1
+        if self._bad_run >= self.epoch_size:
+          raise AudioError(f"no usable audio: the last {self._bad_run} clips (a whole epoch) were all bad; "
+                           f"{self.stats.summary()}; e.g. {'; '.join(self.stats.bad_examples[:3])}")
       else:
         rows.append(ex)
         self.stats.good += 1
+        self._bad_run = 0
     return {k: np.stack([r[k] for r in rows]) for k in BATCH_KEYS}
 
   def get_state(self) -> dict:
@@ -157,4 +164,5 @@ def make_iterator(source, *, sample_rate: int, channels: int, segment_samples: i
   if num_workers > 0:
     _mark_flags_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-  return AudioIterator(iter(it_ds), batch_size // shard_count)
+  epoch = len(range(shard_index, len(src), shard_count))
+  return AudioIterator(iter(it_ds), batch_size // shard_count, epoch)

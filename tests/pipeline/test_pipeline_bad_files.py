@@ -4,9 +4,11 @@ import logging
 import os
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from cat_jax.data import make_iterator, prepare, text
+from cat_jax.errors import AudioError
 from conftest import batches, copy_subset, pick
 
 
@@ -40,8 +42,18 @@ def test_bad_files_skipped_and_counted(corpus_dir, corpus_rows, tmp_path, caplog
   assert all(want[k] <= st.bad[k] <= 2 * want[k] for k in want)
   first = {os.path.basename(e.split(":")[0]): e.split(": ")[1].split(" ")[0] for e in st.bad_examples[:6]}
   assert first == bad
-  assert "6 skipped" in st.summary() or "skipped" in st.summary() and st.num_bad >= 6
+  assert st.num_bad >= 6 and f"{st.good} clips used, {st.num_bad} skipped" in st.summary()
   assert sum("skipping bad clip" in r.message for r in caplog.records) == min(st.num_bad, 10)
 
   info = prepare("folder:" + folder, tmp_path / "ar", shards=1, sample_rate=24000, channels=1)
   assert info["num_records"] == 4 and info["skipped"] == dict(want)
+
+
+def test_all_bad_source_is_a_clear_error(tmp_path):
+  for i in range(3):
+    sf.write(tmp_path / f"silent{i}.wav", np.zeros((1600, 1), np.float32), 16000)
+  open(tmp_path / "empty.wav", "wb").close()
+  it = make_iterator(f"folder:{tmp_path}", sample_rate=24000, channels=1, segment_samples=4800, batch_size=2,
+                     seed=0, max_text_len=8)
+  with pytest.raises(AudioError, match=r"no usable audio.*silent=3"):
+    next(it)
