@@ -1,0 +1,1 @@
+"""Evaluation: the paper's reconstruction metrics and a sweep over codebook counts."""
