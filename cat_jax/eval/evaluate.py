@@ -82,8 +82,8 @@ def evaluate(model, clips: Iterable[np.ndarray], num_quantizers_list: Sequence[i
   """Averages compute_all over clips for each codebook count; one row per count, ascending.
 
   model: a cat_jax.CAT. clips: arrays (T,) or (C, T) at `sr` (default: the model's rate), each
-  resampled and channel-mapped to the model; metrics compare mono mixdowns of input and
-  reconstruction. Rows hold COLUMNS' keys plus 'clips' (means ignore NaN, e.g. PESQ on silence).
+  resampled and channel-mapped to the model, encoded once, decoded per count (see reconstruct);
+  metrics compare mono mixdowns of input and reconstruction, trimmed to the input's length. Rows hold COLUMNS' keys plus 'clips' (means ignore NaN, e.g. PESQ on silence).
   With out_dir, writes results.csv, results.md and bitrate_quality.png there.
   """
   cfg = model.config
@@ -152,7 +152,9 @@ def plot(rows: Sequence[dict], path: str | os.PathLike) -> None:
   for ax, (title, keys) in zip(axes.flat, panels):
     for k in keys:
       ax.plot(bits, [r[k] for r in rows], marker="o", label=dict(COLUMNS)[k])
-    ax.set_xscale("log", base=2)
+    ax.set_xscale("log")
+    ax.set_xticks(bits, [f"{b:g}" for b in bits])
+    ax.minorticks_off()
     ax.set_title(title)
     ax.set_xlabel("bit/s")
     ax.grid(True, alpha=0.3)

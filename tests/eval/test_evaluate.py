@@ -50,12 +50,13 @@ def test_prefix_decodes_match_the_reference_and_rows_average_them(tiny_model, go
   ys = ev.reconstruct(tiny_model, x[None], (n_part, 8))
   np.testing.assert_allclose(ys[8][0], golden["decoded_audio"][0, 0, : x.size], atol=1e-4)
   np.testing.assert_allclose(ys[n_part][0], golden["decoded_audio_nq_partial"][0, 0, : x.size], atol=1e-4)
+  ys_half = ev.reconstruct(tiny_model, 0.5 * x[None], (n_part, 8))
   rows = ev.evaluate(tiny_model, [x, 0.5 * x], (n_part, 8))
   for row in rows:
-    y = ys[row["codebooks"]][0]
-    expect = [compute_all(x, y, 24000), compute_all(0.5 * x, ev.reconstruct(tiny_model, 0.5 * x[None], (row["codebooks"],))[row["codebooks"]][0], 24000)]
+    n = row["codebooks"]
+    a, b = compute_all(x, ys[n][0], 24000), compute_all(0.5 * x, ys_half[n][0], 24000)
     for k in METRICS:
-      assert row[k] == pytest.approx((expect[0][k] + expect[1][k]) / 2, rel=1e-6), (row["codebooks"], k)
+      assert row[k] == pytest.approx((a[k] + b[k]) / 2, rel=1e-6), (n, k)
 
 
 def test_evaluate_resamples_clips_given_at_another_rate(tiny_model, speech16k, speech24k):

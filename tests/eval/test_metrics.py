@@ -119,7 +119,7 @@ def test_stft_dist_resamples_to_24k_and_mel_loss_to_16k(speech16k):
 def test_stoi_identity_and_ordering(speech16k):
   x = speech16k
   assert m.stoi(x, x, 16000) == pytest.approx(1.0, abs=1e-6)
-  clean, mid, bad = m.stoi(x, _noisy(x, 20), 16000), m.stoi(x, _noisy(x, 0), 16000), m.stoi(x, _noisy(x, -15), 16000)
+  clean, mid, bad = (m.stoi(x, _noisy(x, snr), 16000) for snr in (20, 0, -15))
   assert 1.0 > clean > mid > bad
   assert bad < 0.6
 
