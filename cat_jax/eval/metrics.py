@@ -142,7 +142,8 @@ def _pesq(r: np.ndarray, e: np.ndarray, mode: str) -> float:
 # ---- public metrics: metric(ref, est, sr) -> float -------------------------------
 
 def stoi(ref, est, sr: int) -> float:
-  """STOI (pystoi, not extended) at 16 kHz; 1 for identical speech."""
+  """STOI (pystoi, not extended) at 16 kHz; 1 for identical speech. As pystoi does, 1e-5 when
+  fewer than 30 speech frames (about 0.4 s) remain after its silence removal."""
   return _stoi(*prepare(ref, est, sr, EVAL_SR))
 
 
