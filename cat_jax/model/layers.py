@@ -19,9 +19,50 @@ def param(key: jax.Array, init, shape: tuple[int, ...], axes: tuple, dtype=jnp.f
   return nnx.Param(init(key, shape, dtype), axes=tuple(axes))
 
 
+def _mix32(x):
+  """murmur3's 32-bit finaliser: a cheap, well-spread integer hash."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x85EBCA6B)
+  x = x ^ (x >> 13)
+  x = x * jnp.uint32(0xC2B2AE35)
+  return x ^ (x >> 16)
+
+
+def hash_uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """U[0, 1) float32 from a counter hash of the key (one fused kernel).
+
+  Weight init needs no cryptographic PRNG, and threefry's bits dominate compile time on
+  CPU (seconds per parameter shape); this keeps model init compiling in about a second.
+  """
+  words = jax.random.key_data(key).reshape(-1).astype(jnp.uint32)
+  x = _mix32(jax.lax.iota(jnp.uint32, max(1, math.prod(shape))) * jnp.uint32(0x9E3779B9) + words[0])
+  for i in range(1, words.shape[0]):
+    x = _mix32(x ^ words[i])
+  return ((x >> 8).astype(jnp.float32) * (1.0 / (1 << 24)))[: math.prod(shape)].reshape(shape)
+
+
+def hash_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """N(0, 1) float32 by Box-Muller on two hash_uniform draws."""
+  k1, k2 = jax.random.split(key)
+  u1 = 1.0 - hash_uniform(k1, shape)  # (0, 1]
+  u2 = hash_uniform(k2, shape)
+  return jnp.sqrt(-2.0 * jnp.log(u1)) * jnp.cos(2 * jnp.pi * u2)
+
+
+def fan_in_uniform(fan_in: int):
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for Linear/Conv1d, any kernel layout."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype: ((hash_uniform(key, shape) * 2 - 1) * bound).astype(dtype)
+
+
 def fan_in_normal(fan_in: int):
-  """Normal init with std 1/sqrt(fan_in), whatever the kernel's layout."""
-  return jax.nn.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
+  """N(0, 1/fan_in), any kernel layout."""
+  std = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype: (hash_normal(key, shape) * std).astype(dtype)
+
+
+def normal(std: float = 1.0):
+  return lambda key, shape, dtype: (hash_normal(key, shape) * std).astype(dtype)
 
 
 def constant(value: float):
@@ -36,7 +77,7 @@ class Dense(nnx.Module):
 
   def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...], axes: tuple, *, key):
     self.num_in = len(in_shape)
-    self.kernel = param(key, fan_in_normal(math.prod(in_shape)), (*in_shape, *out_shape), axes)
+    self.kernel = param(key, fan_in_uniform(math.prod(in_shape)), (*in_shape, *out_shape), axes)
 
   def __call__(self, x: jax.Array, dtype=None) -> jax.Array:
     w = self.kernel[...]

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cat_jax.config import QuantizerSpec
-from cat_jax.model.layers import fan_in_normal, param
+from cat_jax.model.layers import fan_in_uniform, normal, param
 
 
 class WNConv1x1(nnx.Module):
@@ -23,7 +23,7 @@ class WNConv1x1(nnx.Module):
   """
 
   def __init__(self, d_in: int, d_out: int, axes: tuple[str, str], *, key):
-    self.v = param(key, fan_in_normal(d_in), (d_in, d_out), axes)
+    self.v = param(key, fan_in_uniform(d_in), (d_in, d_out), axes)
     self.g = nnx.Param(jnp.linalg.norm(self.v[...], axis=0), axes=(axes[1],))
     self.bias = nnx.Param(jnp.zeros((d_out,), jnp.float32), axes=(axes[1],))
 
@@ -50,7 +50,7 @@ class CodebookQuantizer(nnx.Module):
     if self.projected:
       self.in_proj = WNConv1x1(spec.rvq_dim, spec.codebook_dim, ("rvq", "code"), key=k1)
       self.out_proj = WNConv1x1(spec.codebook_dim, spec.rvq_dim, ("code", "rvq"), key=k2)
-    self.codebook = param(k3, jax.nn.initializers.normal(1.0), (spec.codebook_size, spec.codebook_dim),
+    self.codebook = param(k3, normal(1.0), (spec.codebook_size, spec.codebook_dim),
                           ("codebook", "code"))
 
   def project_in(self, x):
