@@ -166,13 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--max-shard-bytes", type=int, default=None, help="shard safetensors past this size")
   s.set_defaults(func=cmd_convert)
   for name in REGISTRARS:
-    try:
-      mod = importlib.import_module(name)
-    except ModuleNotFoundError as e:
-      if e.name != name:
-        raise
-      continue  # TODO(integration): every registrar exists once its feature lands
-    mod.register(sub)
+    importlib.import_module(name).register(sub)
   return p
 
 

@@ -1,0 +1,111 @@
+"""Times offline encode and decode of a clip with a CAT configuration (random weights).
+
+  .venv/bin/python bench/bench_codec.py --config released --seconds 5.07
+
+Reports compile time, steady-state seconds (median of --repeats), real-time factor, the
+FLOPs XLA counts per call and the weight bytes each call must read, so the result can be
+placed against this machine's compute and memory limits.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from cat_jax import CAT, CATConfig  # noqa: E402
+from cat_jax.codec import bucket  # noqa: E402
+
+CONFIGS = {
+    "released": os.path.join(os.path.dirname(__file__), "..", "tests", "data", "released", "config.json"),
+    "tiny": os.path.join(os.path.dirname(__file__), "..", "tests", "data", "golden_tiny", "config.json"),
+}
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, list):
+    cost = cost[0]
+  return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def bench(model: CAT, params, seconds: float, repeats: int, dtype) -> dict:
+  cfg = model.config
+  t = int(round(seconds * cfg.sampling_rate))
+  frames = -(-t // cfg.downsample_rate)
+  fb = bucket(frames)
+  audio = np.zeros((1, fb * cfg.downsample_rate, cfg.channels), np.float32)
+  audio[0, :t, :] = np.random.default_rng(0).normal(size=(t, cfg.channels)).astype(np.float32) * 0.1
+  lengths = jnp.array([t], jnp.int32)
+  out = {}
+  t0 = time.perf_counter()
+  enc = model._encode.lower(params, audio, lengths, n_q=cfg.num_quantizers, dtype=dtype).compile()
+  out["encode_compile_s"] = time.perf_counter() - t0
+  out["encode_gflops"] = _flops(enc) / 1e9
+  codes = jax.block_until_ready(enc(params, audio, lengths))[0]
+  flen = jnp.array([frames], jnp.int32)
+  t0 = time.perf_counter()
+  dec = model._decode.lower(params, codes, flen, dtype=dtype).compile()
+  out["decode_compile_s"] = time.perf_counter() - t0
+  out["decode_gflops"] = _flops(dec) / 1e9
+  for name, fn, args in (("encode", enc, (params, audio, lengths)), ("decode", dec, (params, codes, flen))):
+    jax.block_until_ready(fn(*args))  # warm-up
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times.append(time.perf_counter() - t0)
+    s = statistics.median(times)
+    out[f"{name}_s"] = s
+    out[f"{name}_rtf"] = s / seconds
+    out[f"{name}_gflop_per_s"] = out[f"{name}_gflops"] / s
+  return out
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--config", default="released", help="released | tiny | path to config.json")
+  p.add_argument("--seconds", type=float, default=5.07)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--dtypes", default="float32,bfloat16")
+  p.add_argument("--json", default=None, help="also write the results here")
+  a = p.parse_args()
+  cfg = CATConfig.from_json(CONFIGS.get(a.config, a.config))
+  t0 = time.perf_counter()
+  model = CAT.from_config(cfg, seed=0)
+  jax.block_until_ready(model.params)
+  init_s = time.perf_counter() - t0
+  n = model.num_params
+  enc_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(model.params["encoder"]))
+  print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform}")
+  print(f"config: {a.config}, {n:,} parameters ({n * 4 / 2**30:.2f} GiB float32), init {init_s:.1f} s; "
+        f"clip {a.seconds} s")
+  results = {"config": a.config, "params": n, "seconds": a.seconds}
+  for name in a.dtypes.split(","):
+    dtype = jnp.dtype(name)
+    params = model.params if dtype == jnp.float32 else jax.tree.map(lambda x: x.astype(dtype), model.params)
+    r = bench(model, params, a.seconds, a.repeats, None if dtype == jnp.float32 else dtype)
+    wbytes = enc_params * dtype.itemsize
+    print(f"[{name}] encode: compile {r['encode_compile_s']:.1f} s, {r['encode_s']:.3f} s "
+          f"(RTF {r['encode_rtf']:.3f}), {r['encode_gflops']:.0f} GFLOP -> {r['encode_gflop_per_s']:.0f} GFLOP/s, "
+          f"weights read {wbytes / 2**30:.2f} GiB -> {wbytes / r['encode_s'] / 2**30:.1f} GiB/s")
+    print(f"[{name}] decode: compile {r['decode_compile_s']:.1f} s, {r['decode_s']:.3f} s "
+          f"(RTF {r['decode_rtf']:.3f}), {r['decode_gflops']:.0f} GFLOP -> {r['decode_gflop_per_s']:.0f} GFLOP/s")
+    results[name] = r
+    del params
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
