@@ -186,9 +186,11 @@ def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
   cp = np.zeros((n_q, b, n * k), np.int32)
   cp[:, :, :f] = codes
   state = init_decoder_state(model.config, b)
+  keep = np.zeros((b,), bool)  # no resets; passed as an array so the program is shared with callers that reset
   out = []
   for i in range(n):
-    state, a = decoder_step_jit(model.graphdef, model.params, state, cp[:, :, i * k:(i + 1) * k], dtype=model.dtype)
+    state, a = decoder_step_jit(model.graphdef, model.params, state, cp[:, :, i * k:(i + 1) * k], None, keep,
+                                dtype=model.dtype)
     out.append(np.asarray(a))
   return np.concatenate(out, 1)[:, :f * model.config.downsample_rate]
 
