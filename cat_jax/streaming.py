@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from cat_jax.config import CATConfig
-from cat_jax.errors import CATError, CodesError, ConfigError
+from cat_jax.errors import AudioError, CATError, CodesError, ConfigError
 from cat_jax.model.cat import run_modules
 from cat_jax.stream_state import (DecoderState, EncoderState, StageState, init_decoder_state, init_encoder_state,
                                   reset_streams, select_streams, stage_rates)
@@ -51,6 +51,9 @@ def encoder_step(graphdef, params, state: EncoderState, audio, valid=None, activ
   if reset is not None:
     state = reset_streams(state, reset)
   b, t, _ = audio.shape
+  if t % cfg.downsample_rate or t == 0:
+    raise AudioError(f"encoder_step takes whole frames of {cfg.downsample_rate} samples, got {t} samples; "
+                     "use encoder_push for arbitrary sizes")
   k = t // cfg.downsample_rate
   rates = stage_rates(cfg.encoder, True, cfg.downsample_rate)
   h, stages = _run_stages(model.encoder, rates, state.stages, audio.astype(jnp.float32), k, dtype)
@@ -73,6 +76,9 @@ def encoder_push(graphdef, params, state: EncoderState, samples, reset=None, *, 
   dr = cfg.downsample_rate
   b, n, c = samples.shape
   m = (dr - 1 + n) // dr
+  if n == 0:
+    return (state, jnp.zeros((n_q or cfg.num_quantizers, b, 0), jnp.int32),
+            jnp.zeros((b, 0, cfg.quantizer.input_dim), jnp.float32), jnp.zeros((b,), jnp.int32))
   fill = state.fill
   total = fill + n
   count = total // dr

@@ -169,3 +169,14 @@ def test_cli_stream_encode_decode(golden, golden_dir, tmp_path, capsys):
                             "--model", str(golden_dir), "--chunk-frames", "0"])
   assert args.func(args) == 1
   assert "chunk frames must be a positive integer" in capsys.readouterr().err
+
+
+def test_step_rejects_partial_frames_and_accepts_empty_push(tiny_model):
+  from cat_jax.errors import AudioError
+  m = tiny_model
+  state = init_encoder_state(m.config, 1)
+  with pytest.raises(AudioError, match="whole frames of 1920 samples"):
+    st.encoder_step(m.graphdef, m.params, state, jnp.zeros((1, 1000, 1)))
+  state, codes, hidden, count = st.encoder_push(m.graphdef, m.params, state, jnp.zeros((1, 0, 1)), n_q=2)
+  assert codes.shape == (2, 1, 0) and hidden.shape == (1, 0, 48) and int(count[0]) == 0
+  assert int(state.fill[0]) == 0
