@@ -296,6 +296,12 @@ class CATTorch(nn.Module):
   def _device(self):
     return self.quantizer.quantizers[0].codebook.weight.device
 
+  def _tensor(self, x) -> torch.Tensor:
+    """A tensor on the model's device; numpy input is copied (it may be read-only)."""
+    if not torch.is_tensor(x):
+      x = torch.from_numpy(np.array(x))
+    return x.to(self._device)
+
   def _nq(self, n) -> int:
     limit = self.config.num_quantizers
     if n is None:
@@ -307,7 +313,7 @@ class CATTorch(nn.Module):
   def _lengths(self, mask, b: int, t: int) -> torch.Tensor:
     if mask is None:
       return torch.full((b,), t, dtype=torch.long, device=self._device)
-    m = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask, device=self._device)
+    m = self._tensor(mask)
     if tuple(m.shape) != (b, t):
       raise AudioError(f"padding_mask must have shape {(b, t)}, got {tuple(m.shape)}")
     return m.bool().sum(-1).long()
@@ -315,7 +321,7 @@ class CATTorch(nn.Module):
   @torch.inference_mode()
   def encode(self, input_values, padding_mask=None, num_quantizers: int | None = None) -> EncoderOutput:
     """audio (B, C, T) or (B, T) -> codes (n_q, B, frames), lengths (B,), hidden (B, D, frames)."""
-    x = torch.as_tensor(input_values, dtype=torch.float32, device=self._device)
+    x = self._tensor(input_values).float()
     if x.dim() == 2:
       x = x[:, None]
     if x.dim() != 3 or x.shape[0] == 0 or x.shape[-1] == 0:
@@ -335,7 +341,7 @@ class CATTorch(nn.Module):
   @torch.inference_mode()
   def decode(self, audio_codes, padding_mask=None, num_quantizers: int | None = None) -> DecoderOutput:
     """codes (n_q, B, frames) or (n_q, frames) -> audio (B, C, frames * downsample_rate), lengths (B,)."""
-    codes = torch.as_tensor(audio_codes, device=self._device)
+    codes = self._tensor(audio_codes)
     if codes.dim() == 2:
       codes = codes[:, None]
     if codes.dim() != 3 or 0 in codes.shape or codes.dtype.is_floating_point or codes.dtype == torch.bool:
@@ -362,5 +368,5 @@ class CATTorch(nn.Module):
     enc = self.encode(input_values, padding_mask, num_quantizers)
     mask = torch.arange(enc.audio_codes.shape[-1], device=self._device)[None] < enc.audio_codes_lengths[:, None]
     dec = self.decode(enc.audio_codes, mask)
-    t = torch.as_tensor(input_values).shape[-1]
+    t = np.shape(input_values)[-1]
     return DecoderOutput(dec.audio[..., :t], dec.audio_lengths)
