@@ -137,6 +137,7 @@ def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_st
   costs = half_costs(full, part)
   params_bytes = costs["weights"] * 4
   rng = np.random.default_rng(0)
+  steps = st.steps_for(model.graphdef)
   for b in streams:
     init = init_encoder_state if part == "encode" else init_decoder_state
     per_stream = state_bytes(jax.eval_shape(lambda: init(cfg, 1)))
@@ -150,14 +151,14 @@ def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_st
       frame = jnp.asarray(rng.normal(size=(b, cfg.downsample_rate, cfg.channels)).astype(np.float32) * 0.1)
 
       def step(s, x):
-        s, codes, _ = st.encoder_step_jit(model.graphdef, model.params, s, x, n_q=None)
+        s, codes, _ = steps.encode(model.params, s, x, n_q=None)
         return s, codes
       args = (frame,)
     else:
       codes = jnp.asarray(rng.integers(0, cfg.codebook_size, (cfg.num_quantizers, b, 1)), jnp.int32)
 
       def step(s, c):
-        return st.decoder_step_jit(model.graphdef, model.params, s, c)
+        return steps.decode(model.params, s, c)
       args = (codes,)
     t0 = time.perf_counter()
     times = time_steps(step, state, args, budget_s, max_steps)
@@ -194,7 +195,7 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
       t_mem = gb * 1e9 / cal["bytes_per_s"]
       bound = "memory" if t_mem > t_flop else "compute"
       if max(t_mem, t_flop) < 0.25 * r["median_s"]:  # neither explains the time: per-step dispatch dominates
-        bound = "overhead"
+        bound = "copies/overhead"
       r.update(gb_read=gb, t_flop_s=t_flop, t_mem_s=t_mem, bound=bound)
       print(f"{name:9} {b:>3} {part:6} {r['median_s'] * 1e3:8.2f} {r['p99_s'] * 1e3:8.2f} {r['gflop']:7.2f} "
             f"{gb:8.3f} {t_flop * 1e3:6.1f}m {t_mem * 1e3:6.1f}m {r['bound']}")

@@ -5,14 +5,16 @@ feeding K frames at a time through stages that remember their last `context - 1`
 the offline codes bit for bit and the offline audio to float rounding, for any K.
 
 Pure step functions take (graphdef, params, state, chunk) and return (state, outputs); the
-`*_jit` versions are compiled once per chunk shape and consume (donate) the state passed in.
+`steps_for(graphdef)` gives them jitted (once per chunk shape), consuming (donating) the state.
 `encode_chunked` / `decode_chunked` back `CAT.encode/decode(chunk_duration=...)`;
 `register` adds the `stream-encode` / `stream-decode` CLI commands.
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -131,11 +133,28 @@ def decoder_step(graphdef, params, state: DecoderState, codes, active=None, rese
   return new, audio
 
 
-_static = dict(static_argnums=(0,), donate_argnames=("state",))
-encoder_step_jit = jax.jit(encoder_step, static_argnames=("n_q", "dtype"), **_static)
-encoder_push_jit = jax.jit(encoder_push, static_argnames=("n_q", "dtype"), **_static)
-encoder_flush_jit = jax.jit(encoder_flush, static_argnames=("n_q", "dtype"), **_static)
-decoder_step_jit = jax.jit(decoder_step, static_argnames=("dtype",), **_static)
+class Steps(NamedTuple):
+  """The steps above jitted with one model's graphdef bound: call them as `f(params, state, ...)`."""
+  encode: Callable  # encoder_step
+  push: Callable  # encoder_push
+  flush: Callable  # encoder_flush
+  decode: Callable  # decoder_step
+
+
+_BOUND: dict[int, tuple] = {}
+
+
+def steps_for(graphdef) -> Steps:
+  """Jitted steps for a graphdef (compiled once per chunk shape; the state argument is donated).
+  Binding the graphdef once avoids hashing it, a static argument, on every call (milliseconds)."""
+  hit = _BOUND.get(id(graphdef))
+  if hit is None or hit[0] is not graphdef:
+    def jit(fn, static):
+      return jax.jit(functools.partial(fn, graphdef), static_argnames=static, donate_argnames=("state",))
+    hit = (graphdef, Steps(jit(encoder_step, ("n_q", "dtype")), jit(encoder_push, ("n_q", "dtype")),
+                           jit(encoder_flush, ("n_q", "dtype")), jit(decoder_step, ("dtype",))))
+    _BOUND[id(graphdef)] = hit
+  return hit[1]
 
 
 # ---- whole-signal helpers behind CAT.encode / CAT.decode(chunk_duration=...) ---------
@@ -173,11 +192,12 @@ def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int):
   xp[:, :t] = x.transpose(0, 2, 1)
   flen = np.asarray(lengths, np.int64) // dr
   state = init_encoder_state(cfg, b)
+  steps = steps_for(model.graphdef)
   codes, hidden = [], []
   for i in range(n):
     valid = np.clip(flen - i * k, 0, k).astype(np.int32)
-    state, cd, h = encoder_step_jit(model.graphdef, model.params, state, xp[:, i * k * dr:(i + 1) * k * dr], valid,
-                                    n_q=n_q, dtype=model.dtype)
+    state, cd, h = steps.encode(model.params, state, xp[:, i * k * dr:(i + 1) * k * dr], valid, n_q=n_q,
+                                dtype=model.dtype)
     codes.append(np.asarray(cd))
     hidden.append(np.asarray(h))
   codes = np.concatenate(codes, -1)[:, :, :frames]
@@ -192,11 +212,11 @@ def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
   cp = np.zeros((n_q, b, n * k), np.int32)
   cp[:, :, :f] = codes
   state = init_decoder_state(model.config, b)
+  steps = steps_for(model.graphdef)
   keep = np.zeros((b,), bool)  # no resets; passed as an array so the program is shared with callers that reset
   out = []
   for i in range(n):
-    state, a = decoder_step_jit(model.graphdef, model.params, state, cp[:, :, i * k:(i + 1) * k], None, keep,
-                                dtype=model.dtype)
+    state, a = steps.decode(model.params, state, cp[:, :, i * k:(i + 1) * k], None, keep, dtype=model.dtype)
     out.append(np.asarray(a))
   return np.concatenate(out, 1)[:, :f * model.config.downsample_rate]
 

@@ -81,7 +81,7 @@ def test_arbitrary_sample_chunks_and_reset(tiny_model, golden):
     reset = np.array([False, i == 2])
     if i == 2:
       assert int(state.fill[1]) == 2 * n - 2 * DR
-    state, codes, _, count = st.encoder_push_jit(m.graphdef, m.params, state, chunk, reset, n_q=None)
+    state, codes, _, count = st.steps_for(m.graphdef).push(m.params, state, chunk, reset, n_q=None)
     codes, count = np.asarray(codes), np.asarray(count)
     assert codes.shape == (8, 2, 2)
     counts.append(count)
@@ -90,7 +90,7 @@ def test_arbitrary_sample_chunks_and_reset(tiny_model, golden):
       got1.append(codes[:, 1, :count[1]])
   assert {int(c) for c in np.ravel(counts)} == {1, 2}
   assert int(state.fill[1]) == 17500 - 9 * DR
-  _, codes, _, count = st.encoder_flush_jit(m.graphdef, m.params, state, n_q=None)
+  _, codes, _, count = st.steps_for(m.graphdef).flush(m.params, state, n_q=None)
   assert int(count[1]) == 1
   got1.append(np.asarray(codes)[:, 1, :1])
   np.testing.assert_array_equal(np.concatenate(got0, -1)[:, :10], golden["stream_full_codes"][:, 0])
@@ -110,7 +110,7 @@ def test_decoder_reset_and_batched_streams(tiny_model, offline):
     c1 = codes[:, 1, i] if i < 5 else codes[:, 0, i - 5]
     step = np.stack([codes[:, 0, i], c1], 1)[:, :, None]
     reset = np.array([False, i == 5])
-    state, audio = st.decoder_step_jit(m.graphdef, m.params, state, step, None, reset)
+    state, audio = st.steps_for(m.graphdef).decode(m.params, state, step, None, reset)
     out0.append(np.asarray(audio[0]))
     out1.append(np.asarray(audio[1]))
   out0 = np.concatenate(out0)[:, 0]
