@@ -4,7 +4,7 @@ Every stage is causal with a sliding window, so a frame's outputs depend only on
 feeding K frames at a time through stages that remember their last `context - 1` keys gives
 the offline codes bit for bit and the offline audio to float rounding, for any K.
 
-Pure step functions take (graphdef, params, state, chunk) and return (state, outputs); the
+Pure step functions take (graphdef, params, state, chunk) and return (state, outputs);
 `steps_for(graphdef)` gives them jitted (once per chunk shape), consuming (donating) the state.
 `encode_chunked` / `decode_chunked` back `CAT.encode/decode(chunk_duration=...)`;
 `register` adds the `stream-encode` / `stream-decode` CLI commands.
