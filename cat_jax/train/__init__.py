@@ -1,0 +1,1 @@
+"""Training of CAT: losses, discriminators, semantic LM, optimisers, train state and step."""

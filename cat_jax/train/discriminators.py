@@ -1,0 +1,123 @@
+"""Discriminators of the adversarial stage (TRAINING.md defaults table): a multi-period
+discriminator (HiFi-GAN style, periods 2, 3, 5, 7, 11) and a multi-band multi-resolution
+complex-STFT discriminator (DAC style, FFT 2048/1024/512, bands at 0/0.1/0.25/0.5/0.75/1.0 of Nyquist).
+
+Inputs are mono signals (N, T) (channels folded into N). Each sub-discriminator returns
+(logits, features): features are the activations after every hidden conv, channel-last.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cat_jax.model.layers import fan_in_normal, param
+from cat_jax.train import spectral
+
+CONV_AXES = ("kernel_h", "kernel_w", "conv_in", "conv_out")
+
+
+class Conv2d(nnx.Module):
+  """NHWC 2-D convolution with bias; kernel (kh, kw, in, out)."""
+
+  def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int], stride=(1, 1), padding=((0, 0), (0, 0)),
+               *, key):
+    self.stride, self.padding = tuple(stride), tuple(tuple(p) for p in padding)
+    self.kernel = param(key, fan_in_normal(c_in * kernel[0] * kernel[1]), (*kernel, c_in, c_out), CONV_AXES)
+    self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32), axes=("conv_out",))
+
+  def __call__(self, x, dtype=None):
+    w = self.kernel[...]
+    if dtype is not None:
+      x, w = x.astype(dtype), w.astype(dtype)
+    y = jax.lax.conv_general_dilated(x, w, self.stride, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     preferred_element_type=jnp.float32)
+    return y + self.bias[...]
+
+
+def _lrelu(x):
+  return jax.nn.leaky_relu(x, 0.1)
+
+
+class PeriodDiscriminator(nnx.Module):
+  """Folds (N, T) into (N, T/p, p, 1) and applies (5, 1) convs strided along time."""
+
+  def __init__(self, period: int, channels: Sequence[int], *, key):
+    self.period = period
+    keys = jax.random.split(key, len(channels) + 1)
+    chans = (1, *channels)
+    self.convs = nnx.List([
+        Conv2d(chans[i], chans[i + 1], (5, 1), (3 if i < len(channels) - 1 else 1, 1), ((2, 2), (0, 0)), key=keys[i])
+        for i in range(len(channels))])
+    self.post = Conv2d(chans[-1], 1, (3, 1), (1, 1), ((1, 1), (0, 0)), key=keys[-1])
+
+  def __call__(self, x, dtype=None):
+    n, t = x.shape
+    p = self.period
+    if t % p:
+      x = jnp.pad(x, ((0, 0), (0, p - t % p)), mode="reflect")
+    h = x.reshape(n, -1, p, 1)
+    feats = []
+    for conv in self.convs:
+      h = _lrelu(conv(h, dtype))
+      feats.append(h)
+    return self.post(h, dtype), feats
+
+
+class BandedSTFTDiscriminator(nnx.Module):
+  """Complex STFT (real, imag as 2 channels) split into frequency bands, one conv stack per band,
+  bands concatenated along frequency, then a shared output conv."""
+
+  def __init__(self, n_fft: int, bands: Sequence[float], channels: int, *, key):
+    self.n_fft = n_fft
+    bins = n_fft // 2 + 1
+    self.bands = tuple((int(a * bins), int(b * bins)) for a, b in zip(bands[:-1], bands[1:]))
+    kb, kp = jax.random.split(key)
+
+    def stack(k):
+      ks = jax.random.split(k, 5)
+      c = channels
+      return nnx.List([
+          Conv2d(2, c, (3, 9), (1, 1), ((1, 1), (4, 4)), key=ks[0]),
+          Conv2d(c, c, (3, 9), (1, 2), ((1, 1), (4, 4)), key=ks[1]),
+          Conv2d(c, c, (3, 9), (1, 2), ((1, 1), (4, 4)), key=ks[2]),
+          Conv2d(c, c, (3, 9), (1, 2), ((1, 1), (4, 4)), key=ks[3]),
+          Conv2d(c, c, (3, 3), (1, 1), ((1, 1), (1, 1)), key=ks[4])])
+
+    self.band_convs = nnx.List([stack(k) for k in jax.random.split(kb, len(self.bands))])
+    self.post = Conv2d(channels, 1, (3, 3), (1, 1), ((1, 1), (1, 1)), key=kp)
+
+  def __call__(self, x, dtype=None):
+    spec = spectral.stft(x, self.n_fft, self.n_fft // 4)  # (N, F, bins)
+    z = jnp.stack([spec.real, spec.imag], axis=-1)  # (N, F, bins, 2)
+    feats, outs = [], []
+    for (lo, hi), convs in zip(self.bands, self.band_convs):
+      h = z[:, :, lo:hi]
+      for conv in convs:
+        h = _lrelu(conv(h, dtype))
+        feats.append(h)
+      outs.append(h)
+    h = jnp.concatenate(outs, axis=2)
+    return self.post(h, dtype), feats
+
+
+class Discriminators(nnx.Module):
+  """All sub-discriminators; __call__(x (N, T)) -> (list of logits, list of feature lists)."""
+
+  def __init__(self, *, key, periods=(2, 3, 5, 7, 11), period_channels=(32, 128, 512, 1024, 1024),
+               fft_sizes=(2048, 1024, 512), bands=(0.0, 0.1, 0.25, 0.5, 0.75, 1.0), stft_channels=32):
+    k1, k2 = jax.random.split(key)
+    self.mpd = nnx.List([PeriodDiscriminator(p, tuple(period_channels), key=k)
+                         for p, k in zip(periods, jax.random.split(k1, len(periods)))])
+    self.mrd = nnx.List([BandedSTFTDiscriminator(n, tuple(bands), stft_channels, key=k)
+                         for n, k in zip(fft_sizes, jax.random.split(k2, len(fft_sizes)))])
+
+  def __call__(self, x, dtype=None):
+    logits, feats = [], []
+    for d in list(self.mpd) + list(self.mrd):
+      lg, fs = d(x, dtype)
+      logits.append(lg)
+      feats.append(fs)
+    return logits, feats

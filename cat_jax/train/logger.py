@@ -1,0 +1,87 @@
+"""Run logging: one JSON object per logged step in WORKDIR/metrics.jsonl, TensorBoard event
+files (tensorboardX, no TensorFlow) and a tqdm progress line. Only process 0 writes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+  """Flattens metrics to floats; vector metrics (e.g. per-codebook usage) become name/i."""
+  out = {}
+  for k, v in metrics.items():
+    a = np.asarray(v)
+    if a.ndim == 0:
+      out[k] = float(a)
+    else:
+      for i, x in enumerate(a.reshape(-1)):
+        out[f"{k}/{i}"] = float(x)
+  return out
+
+
+class MetricLogger:
+  def __init__(self, workdir: str, total_steps: int, start_step: int = 0, enabled: bool = True):
+    self.enabled = enabled
+    self.workdir = workdir
+    self._t0, self._s0 = time.perf_counter(), start_step
+    self._writer = self._bar = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    from tensorboardX import SummaryWriter
+    from tqdm import tqdm
+    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train")
+
+  def write(self, step: int, metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Logs scalars for `step`; returns them (flattened) for the caller."""
+    flat = {prefix + k: v for k, v in _scalars(metrics).items()}
+    if not self.enabled:
+      return flat
+    self._jsonl.write(json.dumps({"step": step, **{k: (v if math.isfinite(v) else None)
+                                                   for k, v in flat.items()}}) + "\n")
+    self._jsonl.flush()
+    for k, v in flat.items():
+      if math.isfinite(v):
+        self._writer.add_scalar(k, v, step)
+    return flat
+
+  def progress(self, step: int, loss: float | None = None) -> None:
+    if not self.enabled:
+      return
+    rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+    self._bar.n = step
+    post = {"steps/s": f"{rate:.2f}"}
+    if loss is not None:
+      post["loss"] = f"{loss:.4g}"
+    self._bar.set_postfix(post, refresh=True)
+
+  def audio(self, tag: str, audio: np.ndarray, step: int, sample_rate: int) -> None:
+    """audio: (T,) or (T, C) float."""
+    if self.enabled:
+      a = np.asarray(audio, np.float32)
+      self._writer.add_audio(tag, np.clip(a if a.ndim == 1 else a.mean(-1), -1, 1), step,
+                             sample_rate=sample_rate)
+
+  def mel_image(self, tag: str, audio: np.ndarray, step: int, sample_rate: int) -> None:
+    """A log-mel spectrogram picture of (T,) audio, as an image (no plotting library needed)."""
+    if not self.enabled:
+      return
+    import librosa
+    a = np.asarray(audio, np.float32)
+    a = a if a.ndim == 1 else a.mean(-1)
+    mel = librosa.feature.melspectrogram(y=a, sr=sample_rate, n_fft=1024, hop_length=256, n_mels=80)
+    db = librosa.power_to_db(mel, ref=np.max(mel) + 1e-10, top_db=80.0)
+    img = ((db - db.min()) / max(db.max() - db.min(), 1e-6))[::-1]  # low frequencies at the bottom
+    self._writer.add_image(tag, img[None], step, dataformats="CHW")
+
+  def close(self) -> None:
+    if self.enabled:
+      self._bar.close()
+      self._writer.close()
+      self._jsonl.close()

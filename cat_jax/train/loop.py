@@ -1,0 +1,208 @@
+"""The training loop behind train.py: data -> sharded train step -> metrics, checkpoints, eval.
+
+Everything a run needs lives in WORKDIR: checkpoints (Orbax, async, atomic), the data position
+of every process, metrics.jsonl, TensorBoard events. Rerunning the same command resumes from the
+newest readable checkpoint; SIGTERM saves one and exits cleanly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cat_jax import sharding
+from cat_jax.checkpoint import TrainCheckpointer
+from cat_jax.errors import CATError, ConfigError
+from cat_jax.train import state as state_lib
+from cat_jax.train import step as step_lib
+from cat_jax.train.logger import MetricLogger
+
+
+class TrainingError(CATError):
+  """Training cannot go on (e.g. the loss stays non-finite)."""
+
+
+@dataclasses.dataclass
+class RunResult:
+  step: int
+  state: object
+  trainer: object
+  preempted: bool = False
+  last_metrics: dict | None = None
+
+
+class _Preemption:
+  """Turns SIGTERM (what TPU VMs and schedulers send) into a flag the loop polls."""
+
+  def __init__(self):
+    self.flag = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, no preemption saves
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    self.flag = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+  def requested(self) -> bool:
+    if jax.process_count() == 1:
+      return self.flag
+    from jax.experimental import multihost_utils  # every process must stop at the same step
+    return bool(np.max(multihost_utils.process_allgather(np.array([self.flag]))))
+
+
+def segment_samples(cfg, downsample_rate: int, sample_rate: int) -> int:
+  """cfg.segment_seconds rounded up to whole frames."""
+  frames = max(1, int(np.ceil(cfg.segment_seconds * sample_rate / downsample_rate)))
+  return frames * downsample_rate
+
+
+def make_data(cfg, mc, seed_offset: int = 0, batch_size: int | None = None):
+  from cat_jax.data.pipeline import make_iterator
+  src = cfg.data.source
+  if not isinstance(src, str) or ":" not in src:
+    raise ConfigError(f"data.source must be folder:PATH, tfds:NAME[:SPLIT] or arrayrecord:GLOB, got {src!r}")
+  d = cfg.data
+  return make_iterator(
+      src, sample_rate=mc.sampling_rate, channels=mc.channels,
+      segment_samples=segment_samples(cfg, mc.downsample_rate, mc.sampling_rate),
+      batch_size=batch_size or cfg.batch_size, seed=cfg.seed + seed_offset,
+      max_text_len=d.get("max_text_len", 128), num_workers=d.get("num_workers", 0),
+      shard_index=jax.process_index(), shard_count=jax.process_count(), data_dir=d.get("data_dir", None))
+
+
+def _init_codec_params(cfg):
+  """Codec weights of `init_from` (reference directory or Orbax params checkpoint), or None."""
+  if not cfg.get("init_from"):
+    return None
+  from cat_jax.cli import load_model
+  return load_model(cfg.init_from).params
+
+
+def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20) -> RunResult:
+  """Runs (or resumes) a training run to cfg.num_steps; returns the final state."""
+  trainer = state_lib.build_trainer(cfg)
+  mc = trainer.model_config
+  mesh = sharding.mesh_from_config(cfg)
+  key = jax.random.key(cfg.seed)
+  abstract = jax.eval_shape(functools.partial(state_lib.init_state, trainer), key)
+  state_sh = sharding.tree_shardings(abstract, mesh)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+  ckpt = TrainCheckpointer(workdir, keep=cfg.get("keep_checkpoints", 3))
+  data = make_data(cfg, mc)
+  restored = ckpt.restore(abstract)
+  if restored is not None:
+    start, state, _, data_state = restored
+    if data_state is not None:
+      data.set_state(data_state)
+    else:
+      print(f"[train] no data position saved for step {start}; the data order restarts", flush=True)
+    print(f"[train] resumed from step {start} in {ckpt.directory}", flush=True)
+  else:
+    start = 0
+    init = jax.jit(functools.partial(state_lib.init_state, trainer), out_shardings=state_sh)
+    state = init(key, _init_codec_params(cfg))
+  meta = {"config": json.loads(cfg.to_json_best_effort()), "process_count": jax.process_count()}
+  batch_sh = None  # per key, from the first batch's ranks
+
+  stage1 = int(cfg.schedule.stage1_steps)
+  steps = {}  # stage -> jitted step (static stage: smaller programs than a lax.cond over both)
+
+  def step_fn(stage, batch_shardings):
+    if stage not in steps:
+      steps[stage] = jax.jit(functools.partial(step_lib.train_step, trainer, stage=stage),
+                             in_shardings=(state_sh, batch_shardings), out_shardings=(state_sh, None),
+                             donate_argnums=(0,))
+    return steps[stage]
+
+  eval_batch = next(make_data(cfg, mc, seed_offset=10_000)) if cfg.get("eval_every") else None
+  log = MetricLogger(workdir, cfg.num_steps, start, enabled=jax.process_index() == 0)
+  last, bad_run, preempted, last_skipped = None, 0, False, None
+  step = start
+  with _Preemption() as pre:
+    while step < cfg.num_steps:
+      batch = {k: v for k, v in next(data).items() if k in ("audio", "lengths", "text", "text_lengths")}
+      if batch_sh is None:
+        batch_sh = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()}
+      stage = 1 if step < stage1 else 2
+      state, metrics = step_fn(stage, batch_sh)(state, sharding.shard_batch(batch, mesh))
+      step += 1
+      if step % log_every == 0 or step == cfg.num_steps:
+        flat = log.write(step, jax.device_get(metrics))
+        last = flat
+        log.progress(step, flat.get("loss"))
+        skipped = int(flat.get("skipped_total", 0))
+        if last_skipped is not None:
+          window = log_every if step % log_every == 0 else step % log_every
+          bad_run = bad_run + window if skipped - last_skipped >= window else 0
+          if bad_run >= max_bad_steps:
+            ckpt.close()
+            raise TrainingError(f"loss or gradients were non-finite for the last {bad_run} steps "
+                                f"(step {step}); lower the learning rate or check the data")
+        last_skipped = skipped
+      eval_metrics = None
+      if eval_batch is not None and cfg.eval_every and step % cfg.eval_every == 0:
+        eval_metrics = evaluate(trainer, state, eval_batch, mesh, log, step)
+      if pre.requested():
+        ckpt.save(step, state, {**meta, "step": step}, data.get_state(), eval_metrics, wait=True)
+        print(f"\n[train] SIGTERM: saved step {step} to {ckpt.directory}; rerun the same command to resume",
+              flush=True)
+        preempted = True
+        break
+      if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+        ckpt.save(step, state, {**meta, "step": step}, data.get_state(), eval_metrics)
+  ckpt.close()
+  log.close()
+  if hasattr(data, "close"):
+    data.close()
+  stats = getattr(data, "stats", None)
+  if stats is not None and getattr(stats, "bad", None):
+    print(f"[data] {stats.summary()}", flush=True)
+  return RunResult(step, state, trainer, preempted, last)
+
+
+def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
+  """Reconstruction metrics on a fixed held-out batch for a sweep of codebook counts, plus an
+  audio example and its mel picture in TensorBoard."""
+  mc = trainer.model_config
+  batch = {k: v for k, v in batch.items() if k in ("audio", "lengths")}
+  sb = sharding.shard_batch(batch, mesh)
+  out = {}
+  n = mc.num_quantizers
+  for n_q in sorted({1, max(1, n // 4), max(1, n // 2), n}):
+    m = jax.device_get(_eval_fn(trainer, n_q)(state, sb))
+    for k, v in m.items():
+      out[f"eval/{k}@{n_q}"] = float(v)
+  out["eval/mel"] = out[f"eval/mel@{n}"]
+  log.write(step, out)
+  if log.enabled:
+    y, _ = step_lib.reconstruct(trainer, state.codec, jnp.asarray(batch["audio"][:1]),
+                                jnp.asarray(batch["lengths"][:1]))
+    length = int(batch["lengths"][0])
+    y = np.asarray(y)[0, :length]
+    log.audio("eval/reconstruction", y, step, mc.sampling_rate)
+    log.mel_image("eval/mel_reconstruction", y, step, mc.sampling_rate)
+    if step == 0 or not getattr(log, "_ref_logged", False):
+      log.audio("eval/reference", batch["audio"][0, :length], step, mc.sampling_rate)
+      log.mel_image("eval/mel_reference", batch["audio"][0, :length], step, mc.sampling_rate)
+      log._ref_logged = True
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def _eval_fn(trainer, n_q):
+  return jax.jit(functools.partial(step_lib.eval_step, trainer, n_q=n_q))

@@ -1,0 +1,213 @@
+"""The joint training step (TRAINING.md): stage 1 reconstruction pre-training without
+discriminators, stage 2 adversarial (one discriminator update, then one generator update).
+
+Generator loss L = w_sem L_sem + w_rec L_mel + w_commit L_commit + w_codebook L_codebook
++ w_adv L_adv + w_feat L_feat (+ w_stft L_stft). The codec forward runs once under jax.vjp:
+the discriminator trains on its (stopped) output, then the loss gradient w.r.t. the outputs
+is pulled back through the codec. Every array keeps its leading batch axis; no host callbacks.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from cat_jax.train import losses
+from cat_jax.train import metrics as metrics_lib
+from cat_jax.train import optimizer as opt_lib
+from cat_jax.train.semantic_lm import text_loss
+from cat_jax.train.state import Trainer, TrainState
+
+
+def quantizer_dropout(key: jax.Array, batch: int, n_q: int, prob: float) -> jax.Array:
+  """(B,) codebooks kept per example: with probability `prob` uniform in 1..n_q, else n_q."""
+  k1, k2 = jax.random.split(key)
+  drop = jax.random.uniform(k1, (batch,)) < prob
+  return jnp.where(drop, jax.random.randint(k2, (batch,), 1, n_q + 1), n_q).astype(jnp.int32)
+
+
+def _where_finite(ok, new, old):
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+def _disc(trainer: Trainer, disc_params, audio: jax.Array):
+  """(B, T, C) masked audio -> (logits list, features list) of every sub-discriminator."""
+  b, t, c = audio.shape
+  x = audio.transpose(0, 2, 1).reshape(b * c, t)
+  return nnx.merge(trainer.disc_def, disc_params)(x, trainer.dtype)
+
+
+def _mel(trainer: Trainer, x, y, lengths):
+  m = trainer.config.loss.mel
+  return losses.mel_loss(x, y, lengths, sr=trainer.model_config.sampling_rate, windows=tuple(m.windows),
+                         n_mels=tuple(m.n_mels), clamp_eps=m.clamp_eps, power=m.power, mag_weight=m.mag_weight,
+                         log_weight=m.log_weight, normalized=m.normalized)
+
+
+def _part_norms(grads) -> dict:
+  return {f"grad_norm/{k}": optax.global_norm(v) for k, v in grads.items()}
+
+
+def discriminator_update(trainer: Trainer, disc, disc_opt, x: jax.Array, y: jax.Array):
+  """One LSGAN step of the discriminators on real x and (stopped) generated y, both (B, T, C) masked.
+  Touches only discriminator params; skipped (unchanged) when loss or gradients are non-finite.
+  Returns (disc, disc_opt, metrics, finite)."""
+  y = jax.lax.stop_gradient(y)
+
+  def d_loss_fn(dp):
+    real, _ = _disc(trainer, dp, x)
+    fake, _ = _disc(trainer, dp, y)
+    return losses.lsgan_discriminator_loss(real, fake)
+
+  d_loss, d_grads = jax.value_and_grad(d_loss_fn)(disc)
+  upd, new_opt = trainer.disc_tx.update(d_grads, disc_opt, disc)
+  ok = jnp.isfinite(d_loss) & _all_finite(d_grads)
+  new_disc = _where_finite(ok, optax.apply_updates(disc, upd), disc)
+  new_opt = _where_finite(ok, new_opt, disc_opt)
+  return new_disc, new_opt, {"disc_loss": d_loss, "grad_norm/disc": optax.global_norm(d_grads)}, ok
+
+
+def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: dict, rng: jax.Array):
+  cfg = trainer.config
+  w = cfg.loss
+  audio = batch["audio"].astype(jnp.float32)
+  lengths = batch["lengths"].astype(jnp.int32)
+  b, t, _ = audio.shape
+  smask = losses.sample_mask(lengths, t)[..., None]
+  x = audio * smask
+  n_q = trainer.model_config.num_quantizers
+  p = float(cfg.get("quantizer_dropout", 1.0))
+  active = quantizer_dropout(rng, b, n_q, p) if p > 0 else None
+
+  def codec_fwd(codec):
+    out = nnx.merge(trainer.codec_def, codec)(x, lengths, active, trainer.dtype)
+    q = out.quantizer
+    outs = (out.audio.astype(jnp.float32), q.quantized.astype(jnp.float32), q.commitment_loss.sum(),
+            q.codebook_loss.sum())
+    return outs, (q.codes, out.frame_lengths)
+
+  outs, codec_vjp, (codes, flen) = jax.vjp(codec_fwd, state.codec, has_aux=True)
+  mets = {}
+
+  # ---- discriminator update (stage 2 only) -----------------------------------------------
+  disc, disc_opt = state.disc, state.disc_opt
+  d_skip = jnp.zeros((), jnp.int32)
+  if adversarial:
+    disc, disc_opt, d_mets, d_ok = discriminator_update(trainer, state.disc, state.disc_opt, x, outs[0] * smask)
+    d_skip = (~d_ok).astype(jnp.int32)
+    mets.update(d_mets)
+  else:
+    mets.update({"disc_loss": jnp.zeros(()), "grad_norm/disc": jnp.zeros(())})
+
+  # ---- generator loss on the codec outputs ------------------------------------------------
+  def g_loss_fn(outs, lm):
+    y, zq, commit, cb = outs
+    y = y * smask
+    parts = {"mel": _mel(trainer, x, y, lengths), "commit": commit, "codebook": cb}
+    total = w.rec * parts["mel"] + w.commit * commit + w.codebook * cb
+    if w.sem:
+      logits = nnx.merge(trainer.lm_def, lm)(zq, flen, batch["text"], trainer.dtype)
+      parts["sem"] = text_loss(logits, batch["text"], batch["text_lengths"])
+      total = total + w.sem * parts["sem"]
+    else:
+      parts["sem"] = jnp.zeros(())
+    if w.get("stft", 0.0):
+      parts["stft"] = losses.stft_loss(x, y, lengths)
+      total = total + w.stft * parts["stft"]
+    if adversarial:
+      fake, fake_feats = _disc(trainer, disc, y)
+      _, real_feats = _disc(trainer, disc, x)
+      parts["adv"] = losses.lsgan_generator_loss(fake)
+      parts["feat"] = losses.feature_matching_loss(real_feats, fake_feats)
+      total = total + w.adv * parts["adv"] + w.feat * parts["feat"]
+    else:
+      parts["adv"], parts["feat"] = jnp.zeros(()), jnp.zeros(())
+    return total, parts
+
+  (total, parts), (d_outs, g_lm) = jax.value_and_grad(g_loss_fn, argnums=(0, 1), has_aux=True)(outs, state.lm)
+  (g_codec,) = codec_vjp(d_outs)
+  grads = {"codec": g_codec, "lm": g_lm}
+  params = state.gen_params
+  upd, new_gopt = trainer.gen_tx.update(grads, state.gen_opt, params)
+  g_ok = jnp.isfinite(total) & _all_finite(grads)
+  new_params = _where_finite(g_ok, optax.apply_updates(params, upd), params)
+  gen_opt = _where_finite(g_ok, new_gopt, state.gen_opt)
+  ema = state.ema
+  if ema is not None:
+    ema = _where_finite(g_ok, opt_lib.ema_update(ema, new_params["codec"], cfg.optim.ema_decay), ema)
+
+  skip = (~g_ok).astype(jnp.int32) + d_skip
+  usage, ppl = metrics_lib.codebook_stats(codes, flen, trainer.model_config.codebook_size, active)
+  stage1 = cfg.schedule.stage1_steps
+  mets.update(parts)
+  mets.update(_part_norms({"encoder": g_codec["encoder"], "quantizer": g_codec["quantizer"],
+                           "decoder": g_codec["decoder"], "lm": g_lm}))
+  mets.update({
+      "loss": total, "grad_norm/gen": optax.global_norm(grads),
+      "lr/gen": trainer.gen_schedule(state.step),
+      "lr/disc": trainer.disc_schedule(jnp.maximum(state.step - stage1, 0)) * adversarial,
+      "skipped": skip, "skipped_total": state.skipped + skip, "adversarial": jnp.asarray(adversarial, jnp.int32),
+      "active_mean": (jnp.full((b,), n_q) if active is None else active).astype(jnp.float32).mean(),
+      "codebook_usage": usage, "codebook_perplexity": ppl,
+  })
+  new_state = state.replace(step=state.step + 1, codec=new_params["codec"], lm=new_params["lm"], disc=disc,
+                            gen_opt=gen_opt, disc_opt=disc_opt, ema=ema, skipped=state.skipped + skip)
+  return new_state, mets
+
+
+def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array | None = None, *,
+               stage: int | None = None):
+  """One iteration -> (new state, metrics). `stage` None picks by state.step (< stage1_steps: 1)
+  with lax.cond; 1 or 2 forces a stage statically (smaller programs). Stage 2 without any
+  adversarial weight is the same as stage 1. rng defaults to state.rng (advanced every step)."""
+  next_rng, own = jax.random.split(state.rng)
+  rng = own if rng is None else rng
+  state = state.replace(rng=next_rng)
+  w = trainer.config.loss
+  has_adv = bool(w.adv or w.feat)
+  stage1 = int(trainer.config.schedule.stage1_steps)
+  if stage is None and (stage1 <= 0 or not has_adv):
+    stage = 2 if stage1 <= 0 else 1
+  if stage is not None:
+    return _stage_step(trainer, stage == 2 and has_adv, state, batch, rng)
+  return jax.lax.cond(state.step < stage1, functools.partial(_stage_step, trainer, False),
+                      functools.partial(_stage_step, trainer, True), state, batch, rng)
+
+
+def make_train_step(trainer: Trainer, stage: int | None = None, donate: bool = True):
+  """jax.jit(train_step) with the state donated: (state, batch[, rng]) -> (state, metrics)."""
+  fn = functools.partial(train_step, trainer, stage=stage)
+  return jax.jit(fn, donate_argnums=(0,) if donate else ())
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+
+def reconstruct(trainer: Trainer, codec_params, audio: jax.Array, lengths: jax.Array, n_q: int | None = None):
+  """Encode with the first n_q codebooks and decode: audio (B, T, C) -> (audio (B, T, C), lengths)."""
+  model = nnx.merge(trainer.codec_def, codec_params)
+  codes, flen, _ = model.encode(audio.astype(jnp.float32), lengths, n_q, trainer.dtype)
+  y, ylen = model.decode(codes, flen, trainer.dtype)
+  return y.astype(jnp.float32), ylen
+
+
+def eval_step(trainer: Trainer, state: TrainState, batch: dict, n_q: int | None = None, use_ema: bool = False):
+  """Reconstruction metrics with n_q codebooks: mel (the training L_rec), stft distance, SI-SDR (dB)."""
+  params = state.ema if (use_ema and state.ema is not None) else state.codec
+  audio = batch["audio"].astype(jnp.float32)
+  lengths = batch["lengths"].astype(jnp.int32)
+  smask = losses.sample_mask(lengths, audio.shape[1])[..., None]
+  x = audio * smask
+  y, _ = reconstruct(trainer, params, x, lengths, n_q)
+  y = y * smask
+  valid = (lengths > 0).astype(jnp.float32)
+  sdr = metrics_lib.si_sdr(x, y, lengths)
+  return {"mel": _mel(trainer, x, y, lengths), "stft": losses.stft_loss(x, y, lengths),
+          "si_sdr": jnp.sum(sdr * valid) / jnp.maximum(valid.sum(), 1.0)}

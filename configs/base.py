@@ -1,0 +1,41 @@
+"""A ~100 M-parameter CAT (the authors' layout at reduced width, TRAINING.md scaling study) with
+the paper's losses and two-stage schedule at a smaller batch. `get_config('runlocal')` shrinks the run."""
+import ml_collections
+
+from cat_jax.train import recipes
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  # Same patch layout as the release (CAT_SPEC.md); widths 512/512/512/768, layers 4/4/4/8 (ours).
+  c.model = recipes.codec_architecture(
+      patch_sizes=(240, 2, 2, 2), context_seconds=10,
+      encoder=[(512, 4, 8, 2048, 256), (512, 4, 8, 2048, 256), (512, 4, 8, 2048, 384), (768, 6, 12, 3072, 512)],
+      decoder=[(768, 6, 12, 3072, 768), (512, 4, 8, 2048, 512), (512, 4, 8, 2048, 512), (512, 4, 8, 2048, 240)],
+      quantizer={"input_dim": 512, "rvq_dim": 512, "output_dim": 512, "num_quantizers": 32,  # TRAINING.md: 32 x 1024
+                 "codebook_size": 1024, "codebook_dim": 8, "quantizer_type": "rlfq"})
+  c.loss = recipes.loss_config()  # TRAINING.md weights
+  c.optim = recipes.optim_config(lr=1e-4, warmup_steps=1000)  # TRAINING.md defaults; warm-up is ours
+  c.disc = recipes.disc_config()  # TRAINING.md defaults table
+  c.lm = recipes.lm_config(d_model=512, num_layers=8, num_heads=8, dim_feedforward=2048)  # ~25 M (ours)
+  c.quantizer_dropout = 1.0  # TRAINING.md
+  c.schedule = ml_collections.ConfigDict({
+      "stage1_steps": 200_000, "stage2_steps": 200_000,  # two stages as in TRAINING.md, shorter (ours)
+      "stage1_batch_size": 64, "stage2_batch_size": 32})  # batch halves for stage 2 as in the paper
+  c.seed = 0
+  c.num_steps = c.schedule.stage1_steps + c.schedule.stage2_steps
+  c.batch_size = 64
+  c.segment_seconds = 5.12  # 64 frames (ours; TRAINING.md: transformers like longer segments)
+  c.checkpoint_every = 5000
+  c.eval_every = 2000
+  c.data = ml_collections.ConfigDict({"source": "tfds"})
+  c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  c.init_from = None
+  c.trainable = "all"
+  c.remat = False
+  c.compute_dtype = "bfloat16"
+  if arg == "runlocal":
+    c.batch_size = c.schedule.stage1_batch_size = c.schedule.stage2_batch_size = 2
+    c.schedule.stage1_steps, c.schedule.stage2_steps = 5, 5
+    c.num_steps, c.segment_seconds, c.checkpoint_every, c.eval_every = 10, 1.92, 5, 5
+  return c

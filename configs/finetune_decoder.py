@@ -1,0 +1,27 @@
+"""Decoder fine-tuning from a trained codec (`init_from`): encoder and quantizer stay fixed so
+existing codes keep their meaning. get_config('tiny') builds on configs/tiny.py, else on the
+released 1.6 B recipe (configs/moss_audio_tokenizer.py). Set --config.init_from=DIR."""
+import importlib.util
+import os
+
+
+def _load(name):
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"cat_configs_{name}", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
+def get_config(arg=None):
+  c = _load("tiny" if arg == "tiny" else "moss_audio_tokenizer").get_config(None if arg == "tiny" else arg)
+  c.init_from = None  # a reference-layout directory (config.json + safetensors); required
+  c.trainable = "decoder"  # frozen parts get exactly zero update (cat_jax/train/optimizer.py)
+  c.loss.sem = 0.0  # the LM only shapes encoder/quantizer, which are frozen here
+  # The decoder is already trained: go straight to the adversarial stage (TRAINING.md stage 2 recipe).
+  c.schedule.stage1_steps = 0
+  c.schedule.stage2_steps = 2000 if arg == "tiny" else 50_000  # ours
+  c.num_steps = c.schedule.stage2_steps
+  c.batch_size = c.schedule.stage1_batch_size = c.schedule.stage2_batch_size  # TRAINING.md stage 2 batch
+  c.optim.gen.lr = c.optim.disc.lr = c.optim.gen.lr * 0.5 if arg == "tiny" else 1e-5  # gentler (ours)
+  return c
