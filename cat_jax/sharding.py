@@ -96,7 +96,7 @@ def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh
 
 def _variable_spec(v: nnx.Variable, mesh: Mesh, rules) -> P:
   axes = v.get_metadata().get("axes")
-  shape = v.value.shape if hasattr(v, "value") else v[...].shape
+  shape = (v.get_value() if hasattr(v, "get_value") else v.value).shape
   if axes is None or len(axes) != len(shape):
     return P()
   return logical_to_spec(axes, shape, mesh, rules)
@@ -104,10 +104,11 @@ def _variable_spec(v: nnx.Variable, mesh: Mesh, rules) -> P:
 
 def tree_shardings(tree, mesh: Mesh, rules=DEFAULT_RULES):
   """NamedShardings for any pytree holding nnx Variables (params, optimizer moments, EMA) and
-  plain arrays (replicated). The result is a prefix tree usable as jit in/out_shardings."""
+  plain arrays (replicated), with the same structure as `tree` (usable as jit in/out_shardings)."""
   def one(x):
     if isinstance(x, nnx.Variable):
-      return NamedSharding(mesh, _variable_spec(x, mesh, rules))
+      s = NamedSharding(mesh, _variable_spec(x, mesh, rules))
+      return jax.tree.map(lambda _: s, x)
     return NamedSharding(mesh, P())
   return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
