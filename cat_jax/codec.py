@@ -140,7 +140,7 @@ class CAT:
       return encode_chunked(self, x, lengths, n_q, chunk_duration)
     dr = cfg.downsample_rate
     frames = -(-t // dr)
-    fb = bucket(frames)
+    fb = bucket(frames) if cfg.causal else frames  # non-causal stages would attend to the padding
     xp = np.zeros((b, fb * dr, c), np.float32)
     xp[:, :t] = x.transpose(0, 2, 1)
     codes, flen, hidden = self._encode(self.params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype)
@@ -156,7 +156,7 @@ class CAT:
     if chunk_duration is not None:
       from cat_jax.streaming import decode_chunked
       return decode_chunked(self, codes, flen, chunk_duration)
-    fb = bucket(f)
+    fb = bucket(f) if self.config.causal else f
     cp = np.zeros((n_q, b, fb), np.int32)
     cp[:, :, :f] = codes
     audio, alen = self._decode(self.params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype)

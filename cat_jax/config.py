@@ -152,6 +152,11 @@ class CATConfig:
     return _implied_channels(self.encoder)
 
   @property
+  def causal(self) -> bool:
+    """True when every Transformer stage is causal (then padding never changes earlier frames)."""
+    return all(m.causal for m in self.encoder + self.decoder if isinstance(m, TransformerSpec))
+
+  @property
   def frame_rate(self) -> float:
     return self.sampling_rate / self.downsample_rate
 
