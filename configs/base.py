@@ -7,11 +7,11 @@ from cat_jax.train import recipes
 
 def get_config(arg=None):
   c = ml_collections.ConfigDict()
-  # Same patch layout as the release (CAT_SPEC.md); widths 512/512/512/768, layers 4/4/4/8 (ours).
+  # Same patch layout as the release (CAT_SPEC.md); width 512, layers 3/3/3/8 each side (ours): ~108 M.
   c.model = recipes.codec_architecture(
       patch_sizes=(240, 2, 2, 2), context_seconds=10,
-      encoder=[(512, 4, 8, 2048, 256), (512, 4, 8, 2048, 256), (512, 4, 8, 2048, 384), (768, 6, 12, 3072, 512)],
-      decoder=[(768, 6, 12, 3072, 768), (512, 4, 8, 2048, 512), (512, 4, 8, 2048, 512), (512, 4, 8, 2048, 240)],
+      encoder=[(512, 3, 8, 2048, 256), (512, 3, 8, 2048, 256), (512, 3, 8, 2048, 256), (512, 8, 8, 2048, 512)],
+      decoder=[(512, 8, 8, 2048, 512), (512, 3, 8, 2048, 512), (512, 3, 8, 2048, 512), (512, 3, 8, 2048, 240)],
       quantizer={"input_dim": 512, "rvq_dim": 512, "output_dim": 512, "num_quantizers": 32,  # TRAINING.md: 32 x 1024
                  "codebook_size": 1024, "codebook_dim": 8, "quantizer_type": "rlfq"})
   c.loss = recipes.loss_config()  # TRAINING.md weights

@@ -182,24 +182,32 @@ def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array 
                       functools.partial(_stage_step, trainer, True), state, batch, rng)
 
 
-def make_train_step(trainer: Trainer, stage: int | None = None, donate: bool = True):
-  """jax.jit(train_step) with the state donated: (state, batch[, rng]) -> (state, metrics)."""
+def make_train_step(trainer: Trainer, stage: int | None = None, donate: bool = True, compiler_options=None):
+  """jax.jit(train_step) with the state donated: (state, batch[, rng]) -> (state, metrics).
+  `compiler_options` go to XLA (tests use a low optimisation level to compile faster)."""
   fn = functools.partial(train_step, trainer, stage=stage)
-  return jax.jit(fn, donate_argnums=(0,) if donate else ())
+  return jax.jit(fn, donate_argnums=(0,) if donate else (), compiler_options=compiler_options)
 
 
 # ---- evaluation -------------------------------------------------------------------------------
 
-def reconstruct(trainer: Trainer, codec_params, audio: jax.Array, lengths: jax.Array, n_q: int | None = None):
-  """Encode with the first n_q codebooks and decode: audio (B, T, C) -> (audio (B, T, C), lengths)."""
+def reconstruct(trainer: Trainer, codec_params, audio: jax.Array, lengths: jax.Array, n_q=None):
+  """Code with the first n_q codebooks and decode: audio (B, T, C) -> (audio (B, T, C), lengths).
+  n_q: None (all) or an int (encode + decode), or a (B,) array (one compiled program for any count:
+  the training forward with `active`, which sums exactly the first n_q quantizer outputs)."""
   model = nnx.merge(trainer.codec_def, codec_params)
-  codes, flen, _ = model.encode(audio.astype(jnp.float32), lengths, n_q, trainer.dtype)
+  audio = audio.astype(jnp.float32)
+  if n_q is not None and not isinstance(n_q, int):
+    out = model(audio, lengths, jnp.broadcast_to(jnp.asarray(n_q, jnp.int32), lengths.shape), trainer.dtype)
+    return out.audio.astype(jnp.float32), lengths
+  codes, flen, _ = model.encode(audio, lengths, n_q, trainer.dtype)
   y, ylen = model.decode(codes, flen, trainer.dtype)
   return y.astype(jnp.float32), ylen
 
 
-def eval_step(trainer: Trainer, state: TrainState, batch: dict, n_q: int | None = None, use_ema: bool = False):
-  """Reconstruction metrics with n_q codebooks: mel (the training L_rec), stft distance, SI-SDR (dB)."""
+def eval_step(trainer: Trainer, state: TrainState, batch: dict, n_q=None, use_ema: bool = False):
+  """Reconstruction metrics with n_q codebooks (see `reconstruct`): mel (the training L_rec),
+  stft distance, SI-SDR (dB, mean over non-empty examples)."""
   params = state.ema if (use_ema and state.ema is not None) else state.codec
   audio = batch["audio"].astype(jnp.float32)
   lengths = batch["lengths"].astype(jnp.int32)

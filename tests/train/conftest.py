@@ -65,3 +65,8 @@ def fast_cfg():
 @pytest.fixture(scope="session")
 def batch_fn():
   return make_batch
+
+
+@pytest.fixture(scope="session")
+def config_fn():
+  return load_config

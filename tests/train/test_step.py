@@ -24,8 +24,9 @@ def setup(fast_cfg, batch_fn):
   make_batch = batch_fn
   trainer = state_lib.build_trainer(fast_cfg)
   state = state_lib.init_state(trainer, jax.random.key(0))
-  s1 = step_lib.make_train_step(trainer, stage=1, donate=False)
-  s2 = step_lib.make_train_step(trainer, stage=2, donate=False)
+  fast = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # compile time
+  s1 = step_lib.make_train_step(trainer, stage=1, donate=False, compiler_options=fast)
+  s2 = step_lib.make_train_step(trainer, stage=2, donate=False, compiler_options=fast)
   return trainer, state, s1, s2
 
 

@@ -1,0 +1,68 @@
+"""Discriminators and the semantic LM: shapes, logical axes, causality and masking."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cat_jax.train.discriminators import BandedSTFTDiscriminator, Discriminators
+from cat_jax.train.semantic_lm import SemanticLM, text_loss
+
+
+def _axes_ok(module):
+  for path, v in nnx.iter_graph(module):
+    if isinstance(v, nnx.Param):
+      axes = v.get_metadata().get("axes")
+      assert axes is not None and len(axes) == v[...].ndim, path
+
+
+def test_discriminator_outputs_and_axes():
+  d = Discriminators(key=jax.random.key(0), periods=(2, 3), period_channels=(4, 8, 8, 8, 8), fft_sizes=(256,),
+                     stft_channels=4)
+  _axes_ok(d)
+  x = jax.random.normal(jax.random.key(1), (2, 1201))
+  logits, feats = d(x)
+  assert len(logits) == 3 and [len(f) for f in feats] == [5, 5, 25]
+  # period 3: 1201 -> padded 1203 -> 401 rows; time strides 3, 3, 3, 3, 1 -> 5 rows; width = period
+  assert logits[1].shape == (2, 5, 3, 1) and feats[1][0].shape == (2, 134, 3, 4)
+  # STFT 256, hop 64: 19 frames; 5 bands of 129 bins, each width / 8 after three stride-2 convs
+  assert logits[2].shape[:2] == (2, 19) and logits[2].shape[-1] == 1
+  assert all(np.isfinite(np.asarray(lg)).all() for lg in logits)
+
+
+def test_stft_discriminator_band_edges():
+  d = BandedSTFTDiscriminator(2048, (0.0, 0.1, 0.25, 0.5, 0.75, 1.0), 2, key=jax.random.key(0))
+  assert d.bands == ((0, 102), (102, 256), (256, 512), (512, 768), (768, 1025))
+
+
+@pytest.fixture(scope="module")
+def lm():
+  return SemanticLM(6, key=jax.random.key(0), d_model=16, num_layers=2, num_heads=2, dim_feedforward=32)
+
+
+def test_lm_axes_and_causality(lm):
+  _axes_ok(lm)
+  prefix = jax.random.normal(jax.random.key(1), (2, 5, 6))
+  plen = jnp.array([5, 3])
+  text = jnp.array([[3, 80, 81, 82, 2, 0], [4, 90, 91, 2, 0, 0]])
+  base = np.asarray(lm(prefix, plen, text))
+  assert base.shape == (2, 6, 264)
+  later = np.asarray(lm(prefix, plen, text.at[:, 3].set(100)))
+  np.testing.assert_allclose(later[:, :3], base[:, :3], atol=1e-5)  # causal: earlier logits unchanged
+  assert np.abs(later[:, 3:] - base[:, 3:]).max() > 1e-4
+  pad_changed = np.asarray(lm(prefix.at[1, 3:].set(50.0), plen, text))
+  np.testing.assert_allclose(pad_changed, base, atol=1e-5)  # padded prefix frames are invisible
+  valid_changed = np.asarray(lm(prefix.at[1, 0].set(5.0), plen, text))
+  assert np.abs(valid_changed[1] - base[1]).max() > 1e-4  # the audio prefix conditions the text
+
+
+def test_text_loss_values():
+  v = 264
+  text = jnp.array([[3, 80, 81, 2, 0], [0, 0, 0, 0, 0]])
+  lengths = jnp.array([4, 0])
+  assert float(text_loss(jnp.zeros((2, 5, v)), text, lengths)) == pytest.approx(np.log(v), rel=1e-6)
+  logits = jnp.zeros((2, 5, v)).at[0, 0, 80].set(2.0)  # helps the first target only
+  ce0 = np.log(np.exp(2.0) + v - 1) - 2.0
+  expected = (ce0 + 2 * np.log(v)) / 3  # targets 80, 81, EOS
+  assert float(text_loss(logits, text, lengths)) == pytest.approx(expected, rel=1e-6)
+  assert float(text_loss(jnp.ones((2, 5, v)), text, jnp.array([0, 0]))) == 0.0
