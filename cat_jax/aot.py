@@ -1,0 +1,196 @@
+"""Ahead-of-time compile the real sharded train step for a TPU topology on a CPU machine.
+
+  python -m cat_jax.aot --config=configs/moss_audio_tokenizer.py --topology=v5p-64 \
+      [--config.batch_size=256] [--stage=1] [--search_batch]
+
+Prints per-chip HBM use (arguments, outputs, temporaries, total) from memory_analysis(),
+FLOPs per step from cost_analysis(), the mesh and the compile time; --search_batch finds the
+largest global batch that fits by bisection. Needs libtpu (`pip install "cat_jax[tpu]"`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other jax processes on this box may hold libtpu's lock
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from cat_jax.errors import CATError, ConfigError  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training recipe (configs/*.py).")
+_TOPOLOGY = flags.DEFINE_string("topology", "v5p-64", "TPU slice: v4-N / v5p-N (N TensorCores, 2 per chip), "
+                                "v5e-N / v6e-N (N chips), or a raw 'v5p:2x4x4'.")
+_STAGE = flags.DEFINE_integer("stage", None, "1 or 2 forces a training stage; default compiles both (lax.cond).")
+_SEARCH = flags.DEFINE_bool("search_batch", False, "Bisect the largest global batch that fits in HBM.")
+_MAX_BATCH = flags.DEFINE_integer("max_batch", 4096, "Upper end of --search_batch.")
+
+# Per-chip HBM (bytes) and peak dense bf16 FLOP/s, from the public Cloud TPU spec sheets.
+CHIPS = {
+    "v4": {"hbm": 32 << 30, "peak_bf16": 275e12, "cores_per_chip": 2, "dims": 3},
+    "v5p": {"hbm": 95 << 30, "peak_bf16": 459e12, "cores_per_chip": 2, "dims": 3},
+    "v5e": {"hbm": 16 << 30, "peak_bf16": 197e12, "cores_per_chip": 1, "dims": 2},
+    "v6e": {"hbm": 32 << 30, "peak_bf16": 918e12, "cores_per_chip": 1, "dims": 2},
+}
+
+
+def topology_name(name: str) -> tuple[str, str]:
+  """'v5p-64' -> ('v5p', 'v5p:2x4x4'): the chip generation and get_topology_desc's name."""
+  if ":" in name:
+    return name.split(":")[0], name
+  gen, _, n = name.partition("-")
+  if gen not in CHIPS or not n.isdigit():
+    raise ConfigError(f"--topology={name!r}; expected one of {sorted(CHIPS)} as 'v5p-64' or 'v5p:2x4x4'")
+  spec = CHIPS[gen]
+  chips = int(n) // spec["cores_per_chip"]
+  if chips < 1 or chips & (chips - 1):
+    raise ConfigError(f"--topology={name!r}: {chips} chips is not a power of two")
+  dims = [2, 2, 1] if spec["dims"] == 3 and chips >= 4 else [1] * spec["dims"]  # v5p-8 is 2x2x1
+  while math.prod(dims) < chips:  # double the last smallest axis: 2x2x2, 2x2x4, 2x4x4, 4x4x4; 4x4, 4x8, 8x8
+    i = max(j for j, d in enumerate(dims) if d == min(dims))
+    dims[i] *= 2
+  return gen, f"{gen}:{'x'.join(map(str, dims))}"
+
+
+def tpu_devices(name: str):
+  from jax.experimental import topologies
+  gen, topo = topology_name(name)
+  kwargs = {"chip_config_name": "megacore"} if gen == "v4" else {}
+  try:
+    desc = topologies.get_topology_desc(platform="tpu", topology_name=topo, **kwargs)
+  except Exception as e:  # libtpu missing or topology unknown: one clear line
+    raise CATError(f"cannot describe TPU topology {topo!r} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                   "is libtpu installed (pip install 'cat_jax[tpu]')?") from None
+  return gen, topo, desc.devices
+
+
+@dataclasses.dataclass
+class Report:
+  batch: int
+  fits: bool
+  compile_s: float
+  args_gb: float  # per chip
+  out_gb: float
+  temp_gb: float
+  alias_gb: float
+  total_gb: float
+  flops: float  # per step, whole program (all chips)
+
+
+def abstract_batch(cfg, trainer, mesh, batch: int) -> dict:
+  """ShapeDtypeStructs of a global training batch, sharded like the real ones."""
+  import jax
+  import jax.numpy as jnp
+  from cat_jax import parallel
+  mc = trainer.model_config
+  t = math.ceil(cfg.segment_seconds * mc.sampling_rate / mc.downsample_rate) * mc.downsample_rate
+  text = cfg.data.get("max_text_len", 128)
+  shapes = {"audio": ((batch, t, mc.channels), jnp.float32), "lengths": ((batch,), jnp.int32),
+            "text": ((batch, text), jnp.int32), "text_lengths": ((batch,), jnp.int32)}
+  sh = parallel.batch_shardings(mesh)
+  return {k: jax.ShapeDtypeStruct(s, d, sharding=sh[k]) for k, (s, d) in shapes.items()}
+
+
+def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int) -> Report:
+  """Lower and compile the sharded train step for this global batch; memory is per chip."""
+  from cat_jax import parallel
+  parallel.check_batch_divides(batch, mesh)
+  state = parallel.sharded_abstract_state(trainer, mesh)
+  step = parallel.make_sharded_train_step(trainer, mesh, stage=stage)
+  t0 = time.perf_counter()
+  with parallel.mesh_context(mesh):
+    compiled = step.lower(state, abstract_batch(cfg, trainer, mesh, batch)).compile()
+  secs = time.perf_counter() - t0
+  m = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  gb = 1 / (1 << 30)
+  args, out, temp = m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes
+  alias = getattr(m, "alias_size_in_bytes", 0)
+  total = args + out - alias + temp + getattr(m, "generated_code_size_in_bytes", 0)
+  return Report(batch, total <= hbm, secs, args * gb, out * gb, temp * gb, alias * gb, total * gb,
+                float((cost or {}).get("flops", float("nan"))))
+
+
+def try_compile(cfg, trainer, mesh, batch, stage, hbm) -> Report:
+  """compile_step, with an out-of-memory compile error counted as 'does not fit'."""
+  try:
+    return compile_step(cfg, trainer, mesh, batch, stage, hbm)
+  except Exception as e:  # XLA raises RESOURCE_EXHAUSTED when buffers exceed HBM
+    if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
+      raise
+    nan = float("nan")
+    return Report(batch, False, nan, nan, nan, nan, nan, nan, nan)
+
+
+def print_report(r: Report, hbm: int, peak: float, chips: int):
+  gb = hbm / (1 << 30)
+  print(f"batch {r.batch}: {'fits' if r.fits else 'DOES NOT FIT'} | per-chip HBM: args {r.args_gb:.2f} GiB, "
+        f"outputs {r.out_gb:.2f} (aliased {r.alias_gb:.2f}), temps {r.temp_gb:.2f}, total {r.total_gb:.2f} "
+        f"of {gb:.0f} GiB | compile {r.compile_s:.1f} s")
+  if math.isfinite(r.flops):
+    print(f"  FLOPs/step {r.flops:.3e} (per chip: {r.flops / chips:.3e}; at 100% of {peak:.3g} FLOP/s per chip: "
+          f"{r.flops / chips / peak * 1e3:.1f} ms/step)")
+
+
+def main(argv):
+  del argv
+  from cat_jax import parallel, sharding
+  from cat_jax.train import state as state_lib
+  cfg = _CONFIG.value
+  if cfg is None:
+    raise ConfigError("--config is required, e.g. --config=configs/moss_audio_tokenizer.py")
+  gen, topo, devices = tpu_devices(_TOPOLOGY.value)
+  spec = CHIPS[gen]
+  m = cfg.mesh
+  mesh = sharding.make_mesh(m.get("data", -1), m.get("fsdp", 1), m.get("tensor", 1), devices=devices)
+  trainer = state_lib.build_trainer(cfg)
+  abstract = parallel.abstract_state(trainer)
+  print(f"topology {topo}: {len(devices)} x {devices[0].device_kind}; mesh {dict(mesh.shape)}; "
+        f"params codec {state_lib.num_params(abstract.codec) / 1e9:.3f} B, lm {state_lib.num_params(abstract.lm) / 1e9:.3f} B, "
+        f"disc {state_lib.num_params(abstract.disc) / 1e9:.3f} B; remat={cfg.get('remat', False)}, "
+        f"compute {cfg.get('compute_dtype', 'float32')}, segment {cfg.segment_seconds} s, stage {_STAGE.value}")
+  hbm, stage = spec["hbm"], _STAGE.value
+  r = try_compile(cfg, trainer, mesh, cfg.batch_size, stage, hbm)
+  print_report(r, hbm, spec["peak_bf16"], len(devices))
+  if not _SEARCH.value:
+    return
+  unit = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+  lo, hi = (cfg.batch_size, None) if r.fits else (0, cfg.batch_size)
+  if hi is None:  # grow by doubling until a batch does not fit
+    b = max(lo, unit)
+    while b * 2 <= _MAX_BATCH.value:
+      b *= 2
+      rb = try_compile(cfg, trainer, mesh, b, stage, hbm)
+      print_report(rb, hbm, spec["peak_bf16"], len(devices))
+      if not rb.fits:
+        hi = b
+        break
+      lo = b
+    if hi is None:
+      print(f"largest batch that fits: >= {lo} (search capped at --max_batch={_MAX_BATCH.value})")
+      return
+  while hi - lo > unit:  # bisect on multiples of the batch-sharding width
+    mid = (lo + hi) // 2 // unit * unit
+    if mid <= lo:
+      break
+    rb = try_compile(cfg, trainer, mesh, mid, stage, hbm)
+    print_report(rb, hbm, spec["peak_bf16"], len(devices))
+    lo, hi = (mid, hi) if rb.fits else (lo, mid)
+  print(f"largest batch that fits on {topo}: {lo} (within {unit}; {lo // len(devices)} per chip)")
+
+
+def run():
+  try:
+    app.run(main)
+  except CATError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  run()
