@@ -78,7 +78,7 @@ class Report:
   temp_gb: float
   alias_gb: float
   total_gb: float
-  flops: float  # per step, whole program (all chips)
+  flops: float  # per step and chip (the SPMD-partitioned program)
 
 
 def abstract_batch(cfg, trainer, mesh, batch: int) -> dict:
@@ -133,8 +133,8 @@ def print_report(r: Report, hbm: int, peak: float, chips: int):
         f"outputs {r.out_gb:.2f} (aliased {r.alias_gb:.2f}), temps {r.temp_gb:.2f}, total {r.total_gb:.2f} "
         f"of {gb:.0f} GiB | compile {r.compile_s:.1f} s")
   if math.isfinite(r.flops):
-    print(f"  FLOPs/step {r.flops:.3e} (per chip: {r.flops / chips:.3e}; at 100% of {peak:.3g} FLOP/s per chip: "
-          f"{r.flops / chips / peak * 1e3:.1f} ms/step)")
+    print(f"  FLOPs/step per chip {r.flops:.3e} (cost_analysis of the partitioned per-chip program), "
+          f"all chips {r.flops * chips:.3e}; at 100% of {peak:.3g} FLOP/s: {r.flops / peak * 1e3:.1f} ms/step")
 
 
 def main(argv):
