@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cat_jax import sharding
+from cat_jax import parallel, sharding
 from cat_jax.checkpoint import TrainCheckpointer
 from cat_jax.errors import CATError, ConfigError
 from cat_jax.train import state as state_lib
@@ -98,13 +98,10 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20) ->
   trainer = state_lib.build_trainer(cfg)
   mc = trainer.model_config
   mesh = sharding.mesh_from_config(cfg)
-  key = jax.random.key(cfg.seed)
-  abstract = jax.eval_shape(functools.partial(state_lib.init_state, trainer), key)
-  state_sh = sharding.tree_shardings(abstract, mesh)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+  parallel.check_batch_divides(cfg.batch_size, mesh)
   ckpt = TrainCheckpointer(workdir, keep=cfg.get("keep_checkpoints", 3))
   data = make_data(cfg, mc)
-  restored = ckpt.restore(abstract)
+  restored = ckpt.restore(parallel.sharded_abstract_state(trainer, mesh))  # onto this run's mesh
   if restored is not None:
     start, state, _, data_state = restored
     if data_state is not None:
@@ -114,32 +111,29 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20) ->
     print(f"[train] resumed from step {start} in {ckpt.directory}", flush=True)
   else:
     start = 0
-    init = jax.jit(functools.partial(state_lib.init_state, trainer), out_shardings=state_sh)
-    state = init(key, _init_codec_params(cfg))
+    state = parallel.init_sharded_state(trainer, mesh, jax.random.key(cfg.seed), _init_codec_params(cfg))
   meta = {"config": json.loads(cfg.to_json_best_effort()), "process_count": jax.process_count()}
-  batch_sh = None  # per key, from the first batch's ranks
-
   stage1 = int(cfg.schedule.stage1_steps)
-  steps = {}  # stage -> jitted step (static stage: smaller programs than a lax.cond over both)
+  steps = {}  # stage -> jitted step (a static stage compiles a smaller program than lax.cond over both)
 
-  def step_fn(stage, batch_shardings):
+  def step_fn(stage):
     if stage not in steps:
-      steps[stage] = jax.jit(functools.partial(step_lib.train_step, trainer, stage=stage),
-                             in_shardings=(state_sh, batch_shardings), out_shardings=(state_sh, None),
-                             donate_argnums=(0,))
+      steps[stage] = parallel.make_sharded_train_step(trainer, mesh, stage)
     return steps[stage]
 
-  eval_batch = next(make_data(cfg, mc, seed_offset=10_000)) if cfg.get("eval_every") else None
+  eval_batch = None
+  if cfg.get("eval_every"):
+    held_out = make_data(cfg, mc, seed_offset=10_000)
+    eval_batch = next(held_out)
+    held_out.close()
   log = MetricLogger(workdir, cfg.num_steps, start, enabled=jax.process_index() == 0)
   last, bad_run, preempted, last_skipped = None, 0, False, None
   step = start
   with _Preemption() as pre:
     while step < cfg.num_steps:
-      batch = {k: v for k, v in next(data).items() if k in ("audio", "lengths", "text", "text_lengths")}
-      if batch_sh is None:
-        batch_sh = {k: sharding.batch_sharding(mesh, np.ndim(v)) for k, v in batch.items()}
-      stage = 1 if step < stage1 else 2
-      state, metrics = step_fn(stage, batch_sh)(state, sharding.shard_batch(batch, mesh))
+      batch = {k: v for k, v in next(data).items() if k in parallel.BATCH_NDIM}
+      with parallel.mesh_context(mesh):
+        state, metrics = step_fn(1 if step < stage1 else 2)(state, sharding.shard_batch(batch, mesh))
       step += 1
       if step % log_every == 0 or step == cfg.num_steps:
         flat = log.write(step, jax.device_get(metrics))
@@ -184,14 +178,15 @@ def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
   out = {}
   n = mc.num_quantizers
   for n_q in sorted({1, max(1, n // 4), max(1, n // 2), n}):
-    m = jax.device_get(_eval_fn(trainer, n_q)(state, sb))
+    with parallel.mesh_context(mesh):
+      m = jax.device_get(_eval_fn(trainer)(state, sb, jnp.int32(n_q)))
     for k, v in m.items():
       out[f"eval/{k}@{n_q}"] = float(v)
   out["eval/mel"] = out[f"eval/mel@{n}"]
   log.write(step, out)
   if log.enabled:
-    y, _ = step_lib.reconstruct(trainer, state.codec, jnp.asarray(batch["audio"][:1]),
-                                jnp.asarray(batch["lengths"][:1]))
+    y, _ = jax.jit(functools.partial(step_lib.reconstruct, trainer))(
+        state.codec, jnp.asarray(batch["audio"][:1]), jnp.asarray(batch["lengths"][:1]))
     length = int(batch["lengths"][0])
     y = np.asarray(y)[0, :length]
     log.audio("eval/reconstruction", y, step, mc.sampling_rate)
@@ -204,5 +199,6 @@ def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _eval_fn(trainer, n_q):
-  return jax.jit(functools.partial(step_lib.eval_step, trainer, n_q=n_q))
+def _eval_fn(trainer):
+  """One compiled program for every codebook count (n_q is traced)."""
+  return jax.jit(functools.partial(step_lib.eval_step, trainer))

@@ -14,7 +14,7 @@ import optax
 from flax import nnx, struct
 
 from cat_jax.config import CATConfig
-from cat_jax.errors import ConfigError
+from cat_jax.errors import CheckpointError, ConfigError
 from cat_jax.model.cat import CATModel
 from cat_jax.train import optimizer as opt_lib
 from cat_jax.train.discriminators import Discriminators
@@ -98,6 +98,15 @@ def init_state(trainer: Trainer, key: jax.Array, codec_params: Any = None) -> Tr
       step=jnp.zeros((), jnp.int32), codec=codec, lm=lm, disc=disc,
       gen_opt=trainer.gen_tx.init({"codec": codec, "lm": lm}), disc_opt=trainer.disc_tx.init(disc),
       ema=jax.tree.map(jnp.copy, codec) if ema_on else None, rng=k_rng, skipped=jnp.zeros((), jnp.int32))
+
+
+def pretrained_codec_params(path, model_config: CATConfig):
+  """Codec params of a reference-layout directory (`init_from`), checked against the run's model config."""
+  from cat_jax.codec import CAT
+  cat = CAT.from_pretrained(path)
+  if cat.config != model_config:
+    raise CheckpointError(f"init_from={path}: its config.json describes another architecture than cfg.model")
+  return cat.params
 
 
 def num_params(tree) -> int:

@@ -21,7 +21,7 @@ def test_discriminator_outputs_and_axes():
                      stft_channels=4)
   _axes_ok(d)
   x = jax.random.normal(jax.random.key(1), (2, 1201))
-  logits, feats = d(x)
+  logits, feats = nnx.jit(lambda d, x: d(x))(d, x)
   assert len(logits) == 3 and [len(f) for f in feats] == [5, 5, 25]
   # period 3: 1201 -> padded 1203 -> 401 rows; time strides 3, 3, 3, 3, 1 -> 5 rows; width = period
   assert logits[1].shape == (2, 5, 3, 1) and feats[1][0].shape == (2, 134, 3, 4)
@@ -45,14 +45,15 @@ def test_lm_axes_and_causality(lm):
   prefix = jax.random.normal(jax.random.key(1), (2, 5, 6))
   plen = jnp.array([5, 3])
   text = jnp.array([[3, 80, 81, 82, 2, 0], [4, 90, 91, 2, 0, 0]])
-  base = np.asarray(lm(prefix, plen, text))
+  run = nnx.jit(lambda m, p, t: m(p, plen, t))
+  base = np.asarray(run(lm, prefix, text))
   assert base.shape == (2, 6, 264)
-  later = np.asarray(lm(prefix, plen, text.at[:, 3].set(100)))
+  later = np.asarray(run(lm, prefix, text.at[:, 3].set(100)))
   np.testing.assert_allclose(later[:, :3], base[:, :3], atol=1e-5)  # causal: earlier logits unchanged
   assert np.abs(later[:, 3:] - base[:, 3:]).max() > 1e-4
-  pad_changed = np.asarray(lm(prefix.at[1, 3:].set(50.0), plen, text))
+  pad_changed = np.asarray(run(lm, prefix.at[1, 3:].set(50.0), text))
   np.testing.assert_allclose(pad_changed, base, atol=1e-5)  # padded prefix frames are invisible
-  valid_changed = np.asarray(lm(prefix.at[1, 0].set(5.0), plen, text))
+  valid_changed = np.asarray(run(lm, prefix.at[1, 0].set(5.0), text))
   assert np.abs(valid_changed[1] - base[1]).max() > 1e-4  # the audio prefix conditions the text
 
 

@@ -63,6 +63,7 @@ def test_stage1_updates_every_generator_and_lm_param_not_discs(setup, stage1_res
   assert np.all(np.asarray(m["codebook_perplexity"]) >= 1.0)
 
 
+@pytest.mark.slow  # compiles the adversarial step: ~2.5 min on the shared 2-core CPU
 def test_stage2_updates_discs_and_generator(setup, stage2_result):
   _, state, _, _ = setup
   new, m = stage2_result
@@ -74,6 +75,7 @@ def test_stage2_updates_discs_and_generator(setup, stage2_result):
   assert float(m["lr/disc"]) == pytest.approx(1e-3)
 
 
+@pytest.mark.slow  # compiles the adversarial step: ~2.5 min on the shared 2-core CPU
 def test_generator_update_leaves_discs_as_the_disc_step_left_them(setup, stage2_result):
   trainer, state, _, _ = setup
   new, _ = stage2_result
@@ -90,6 +92,7 @@ def test_generator_update_leaves_discs_as_the_disc_step_left_them(setup, stage2_
     np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-5, atol=1e-6)  # Adam amplifies float noise in tiny grads
 
 
+@pytest.mark.slow  # compiles the adversarial step: ~2.5 min on the shared 2-core CPU
 def test_disc_update_leaves_generator_unchanged(setup):
   """Out-of-vocabulary text makes only the generator loss NaN: the generator update is skipped
   (params unchanged) while the discriminators still take their step."""
@@ -102,6 +105,19 @@ def test_disc_update_leaves_generator_unchanged(setup):
   assert not any(_changed(state.codec, new.codec)) and not any(_changed(state.lm, new.lm))
   assert not any(_changed(state.gen_opt, new.gen_opt))
   assert all(_changed(state.disc, new.disc))
+
+
+def test_discriminator_update_reaches_every_disc_param(setup, batch_fn):
+  """Only discriminator params are inputs and outputs of the disc update; each gets a gradient."""
+  trainer, state, _, _ = setup
+  b = batch_fn()
+  x = jnp.asarray(b["audio"])
+  y = 0.5 * x + 0.01
+  disc, disc_opt, m, ok = jax.jit(lambda d, o: step_lib.discriminator_update(trainer, d, o, x, y))(
+      state.disc, state.disc_opt)
+  assert bool(ok) and np.isfinite(float(m["disc_loss"])) and float(m["grad_norm/disc"]) > 0
+  assert all(_changed(state.disc, disc))  # weight decay 0: a changed leaf had a non-zero gradient
+  assert jax.tree.structure(disc_opt) == jax.tree.structure(state.disc_opt)
 
 
 def test_nonfinite_step_is_skipped(setup):
@@ -146,3 +162,30 @@ def test_quantizer_dropout_prefixes():
   half = np.asarray(step_lib.quantizer_dropout(jax.random.key(1), 4000, 8, 0.5))
   assert 0.5 < np.mean(half == 8) < 0.62
   assert np.all(np.asarray(step_lib.quantizer_dropout(jax.random.key(1), 10, 8, 0.0)) == 8)
+
+
+def test_stage_switch_bf16_remat_trace(fast_cfg, batch_fn):
+  """stage=None traces both stages under lax.cond (their outputs must agree), here with bf16 compute
+  and remat; only shapes are evaluated, nothing is compiled."""
+  cfg = fast_cfg.copy_and_resolve_references()
+  cfg.compute_dtype, cfg.remat = "bfloat16", True
+  trainer = state_lib.build_trainer(cfg)
+  assert trainer.dtype == jnp.bfloat16
+  state = jax.eval_shape(lambda k: state_lib.init_state(trainer, k), jax.random.key(0))
+  b = batch_fn()
+  new, m = jax.eval_shape(lambda s, b: step_lib.train_step(trainer, s, b), state, b)
+  assert jax.tree.structure(new) == jax.tree.structure(state)
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(new.codec))  # params stay float32
+  assert m["loss"].shape == () and m["codebook_usage"].shape == (4,)
+
+
+def test_init_from_reference_dir(config_fn, fast_cfg, golden_dir):
+  from cat_jax.errors import CheckpointError
+  cfg = config_fn("tiny")
+  mc = state_lib.model_config(cfg)
+  params = state_lib.pretrained_codec_params(golden_dir, mc)
+  trainer = state_lib.build_trainer(cfg)
+  st = jax.eval_shape(lambda: state_lib.init_state(trainer, jax.random.key(0)))
+  assert jax.tree.structure(st.codec) == jax.tree.structure(params)
+  with pytest.raises(CheckpointError):
+    state_lib.pretrained_codec_params(golden_dir, state_lib.model_config(fast_cfg))
