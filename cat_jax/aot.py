@@ -121,8 +121,10 @@ def try_compile(cfg, trainer, mesh, batch, stage, hbm) -> Report:
   try:
     return compile_step(cfg, trainer, mesh, batch, stage, hbm)
   except Exception as e:  # XLA raises RESOURCE_EXHAUSTED when buffers exceed HBM
-    if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
+    msg = str(e)
+    if "RESOURCE_EXHAUSTED" not in msg and "out of memory" not in msg.lower():
       raise
+    print(f"  batch {batch}: compile failed for memory: {msg.strip().splitlines()[0][:300]}")
     nan = float("nan")
     return Report(batch, False, nan, nan, nan, nan, nan, nan, nan)
 
