@@ -8,7 +8,8 @@ warm-up: median and p99 seconds per step. A configuration is real-time for B str
 encode + decode of one frame for all B streams takes less than one frame (80 ms).
 
 What bounds a step: every step reads all weights of its half once (independent of B) and each
-stream's KV caches; it computes 2 FLOPs per weight per token plus attention over the window.
+stream's KV caches once (ring buffers: only the new frames are written, in place); it computes
+2 FLOPs per weight per token plus attention over the window.
 Both are computed here and set against this machine's measured matmul rate and read bandwidth.
 The half not being timed is built with one layer per stage, so the released model (7 GB) is
 never resident at once.
@@ -80,7 +81,7 @@ def half_costs(cfg: CATConfig, part: str) -> dict:
     w = s.num_layers * (4 * d * d + ffw + 4 * d)
     w += (s.input_dimension != d) * s.input_dimension * d + (s.output_dimension != d) * d * s.output_dimension
     weights += w
-    flops += 2 * n * w + s.num_layers * 4 * d * (cache_capacity(s) + n) * n
+    flops += 2 * n * w + s.num_layers * 4 * d * cache_capacity(s, n) * n  # attention over the ring's slots
   q = cfg.quantizer
   qw = q.input_dim * q.rvq_dim + q.rvq_dim * q.output_dim + q.num_quantizers * (
       2 * q.rvq_dim * q.codebook_dim + q.codebook_size * q.codebook_dim)
@@ -141,7 +142,7 @@ def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_st
   for b in streams:
     init = init_encoder_state if part == "encode" else init_decoder_state
     per_stream = state_bytes(jax.eval_shape(lambda: init(cfg, 1)))
-    need = per_stream * b * 2  # the (donated) state and the step's new caches
+    need = per_stream * b  # the state, updated in place (donated)
     if need > mem_available() - mem_margin:
       yield {"config": name, "part": part, "streams": b, "skipped": f"needs ~{need / 2**30:.1f} GiB for caches, "
              f"{mem_available() / 2**30:.1f} GiB available"}
@@ -190,7 +191,7 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
         print(f"{name:9} {b:>3} {part:6} skipped: {r['skipped']}")
         total = float("nan")
         continue
-      gb = (r["weights_bytes"] + 2 * r["cache_bytes"]) / 1e9  # weights once, caches read + rewritten
+      gb = (r["weights_bytes"] + r["cache_bytes"]) / 1e9  # weights and caches read once
       t_flop = r["gflop"] * 1e9 / cal["flop_per_s"]
       t_mem = gb * 1e9 / cal["bytes_per_s"]
       bound = "memory" if t_mem > t_flop else "compute"

@@ -1,8 +1,9 @@
 """Streaming encode/decode with KV caches that equal offline coding exactly.
 
 Every stage is causal with a sliding window, so a frame's outputs depend only on the past:
-feeding K frames at a time through stages that remember their last `context - 1` keys gives
-the offline codes bit for bit and the offline audio to float rounding, for any K.
+feeding K frames at a time through stages that remember their last `context - 1` keys (in ring
+buffers updated in place, see stream_state) gives the offline codes bit for bit and the offline
+audio to float rounding, for any K.
 
 Pure step functions take (graphdef, params, state, chunk) and return (state, outputs);
 `steps_for(graphdef)` gives them jitted (once per chunk shape), consuming (donating) the state.
@@ -25,18 +26,21 @@ from cat_jax.config import CATConfig
 from cat_jax.errors import AudioError, CATError, CodesError, ConfigError
 from cat_jax.model.cat import run_modules
 from cat_jax.stream_state import (DecoderState, EncoderState, StageState, init_decoder_state, init_encoder_state,
-                                  reset_streams, select_streams, stage_rates)
+                                  reset_streams, stage_rates)
 
 
 # ---- pure steps ---------------------------------------------------------------------
 
-def _run_stages(modules, rates, stages: tuple, x, frames: int, dtype):
-  """Runs a module list on `frames` token frames with the stages' caches; advances positions."""
+def _run_stages(modules, rates, stages: tuple, x, frames: int, dtype, active=None):
+  """Runs a module list on `frames` token frames with the stages' caches; advances positions.
+  Streams not `active` (B,) run at negative positions, where attention writes nothing to the
+  caches (their outputs are junk), and keep their positions: no copy of the caches is made."""
   b = x.shape[0]
-  offsets = [None if s is None else s.offset for s in stages]
+  on = jnp.ones((b,), bool) if active is None else jnp.asarray(active, bool)
+  offsets = [None if s is None else jnp.where(on, s.offset, -frames * r - 1) for s, r in zip(stages, rates)]
   caches = [None if s is None else s.cache for s in stages]
   x, _, new_caches = run_modules(modules, x, jnp.zeros((b,), jnp.int32), offsets, caches, dtype)
-  new = tuple(None if s is None else StageState(c, s.offset + frames * r)
+  new = tuple(None if s is None else StageState(c, s.offset + jnp.where(on, frames * r, 0))
               for s, c, r in zip(stages, new_caches, rates))
   return x, new
 
@@ -58,13 +62,10 @@ def encoder_step(graphdef, params, state: EncoderState, audio, valid=None, activ
                      "use encoder_push for arbitrary sizes")
   k = t // cfg.downsample_rate
   rates = stage_rates(cfg.encoder, True, cfg.downsample_rate)
-  h, stages = _run_stages(model.encoder, rates, state.stages, audio.astype(jnp.float32), k, dtype)
+  h, stages = _run_stages(model.encoder, rates, state.stages, audio.astype(jnp.float32), k, dtype, active)
   valid = jnp.full((b,), k, jnp.int32) if valid is None else jnp.asarray(valid, jnp.int32)
   codes = model.quantizer(h, valid, n_q).codes
-  new = state._replace(stages=stages)
-  if active is not None:
-    new = select_streams(active, new, state)
-  return new, codes, h
+  return state._replace(stages=stages), codes, h
 
 
 def encoder_push(graphdef, params, state: EncoderState, samples, reset=None, *, n_q: int | None = None,
@@ -126,11 +127,8 @@ def decoder_step(graphdef, params, state: DecoderState, codes, active=None, rese
   k = codes.shape[-1]
   rates = stage_rates(cfg.decoder, False, cfg.downsample_rate)
   z = model.quantizer.decode(jnp.asarray(codes, jnp.int32))
-  audio, stages = _run_stages(model.decoder, rates, state.stages, z, k, dtype)
-  new = DecoderState(stages)
-  if active is not None:
-    new = select_streams(active, new, state)
-  return new, audio
+  audio, stages = _run_stages(model.decoder, rates, state.stages, z, k, dtype, active)
+  return DecoderState(stages), audio
 
 
 class Steps(NamedTuple):
@@ -191,7 +189,7 @@ def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int):
   xp = np.zeros((b, n * k * dr, c), np.float32)
   xp[:, :t] = x.transpose(0, 2, 1)
   flen = np.asarray(lengths, np.int64) // dr
-  state = init_encoder_state(cfg, b)
+  state = init_encoder_state(cfg, b, chunk_frames=k)
   steps = steps_for(model.graphdef)
   codes, hidden = [], []
   for i in range(n):
@@ -211,7 +209,7 @@ def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
   n = -(-f // k)
   cp = np.zeros((n_q, b, n * k), np.int32)
   cp[:, :, :f] = codes
-  state = init_decoder_state(model.config, b)
+  state = init_decoder_state(model.config, b, chunk_frames=k)
   steps = steps_for(model.graphdef)
   keep = np.zeros((b,), bool)  # no resets; passed as an array so the program is shared with callers that reset
   out = []

@@ -16,14 +16,29 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cat_jax.config import TransformerSpec
+from cat_jax.errors import ConfigError
 from cat_jax.model.layers import ACTIVATIONS, Dense, LayerScale, make_norm
 
 
 class KVCache(NamedTuple):
-  """Keys/values of the last `capacity` frames of one layer; pos -1 marks an empty slot."""
-  k: jax.Array  # (B, S, H, Dh)
-  v: jax.Array  # (B, S, H, Dh)
+  """Ring buffer of one layer's keys/values for its last S frames: position p lives in slot
+  p % S (so a step writes only its new frames, in place); pos -1 marks an empty slot."""
+  k: jax.Array  # (B, H, S, Dh): heads before slots, so the attention einsums need no transpose
+  v: jax.Array  # (B, H, S, Dh)
   pos: jax.Array  # (B, S) int32
+
+
+def ring_write(cache: KVCache, new: KVCache) -> KVCache:
+  """Scatters new entries (k, v: (B, m, H, Dh), pos: (B, m)) into their ring slots pos % S, in
+  place when the cache is donated. Entries with a negative position (streams sitting out) are dropped."""
+  b, m = new.pos.shape
+  s = cache.pos.shape[-1]
+  slots = jnp.where(new.pos >= 0, new.pos % s, s + jnp.arange(m))  # (B, m): distinct; >= S is dropped
+  rows = jnp.arange(b)[:, None]
+  kw = dict(unique_indices=True, mode="drop")
+  return KVCache(cache.k.at[rows, :, slots].set(new.k.astype(cache.k.dtype), **kw),
+                 cache.v.at[rows, :, slots].set(new.v.astype(cache.v.dtype), **kw),
+                 cache.pos.at[rows, slots].set(new.pos, **kw))
 
 
 def rope(x: jax.Array, positions: jax.Array, max_period: float) -> jax.Array:
@@ -80,22 +95,33 @@ class Attention(nnx.Module):
     if self.use_rope:
       q = rope(q, positions, self.max_period)
       k = rope(k, positions, self.max_period)
-    k_pos = positions
-    new_cache = None
     if cache is not None:
-      k = jnp.concatenate([cache.k.astype(k.dtype), k], axis=1)
-      v = jnp.concatenate([cache.v.astype(v.dtype), v], axis=1)
-      k_pos = jnp.concatenate([cache.pos, positions.astype(cache.pos.dtype)], axis=1)
-      s = cache.k.shape[1]
-      new_cache = KVCache(k[:, -s:].astype(cache.k.dtype), v[:, -s:].astype(cache.v.dtype), k_pos[:, -s:])
-    mask = attention_mask(positions, k_pos, self.context, self.causal)
+      return self._attend_cached(q, k, v, positions, cache, dtype)
+    mask = attention_mask(positions, positions, self.context, self.causal)
     logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
     logits = logits * (1.0 / math.sqrt(self.head_dim))
     logits = jnp.where(mask[:, None], logits, -jnp.inf)
     probs = jax.nn.softmax(logits, axis=-1)
     probs = jnp.where(mask[:, None], probs, 0.0)  # rows with no key (padding slots) give 0, not NaN
     out = jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
-    return self.out_proj(out, dtype), new_cache
+    return self.out_proj(out, dtype), None
+
+  def _attend_cached(self, q, k, v, positions, cache: KVCache, dtype):
+    """Streaming: writes the chunk's keys/values into their ring slots (in place when the state is
+    donated), then its T queries attend over all S slots, masked by the slots' positions; S must be
+    at least context - 1 + T. q, k, v: (B, T, H, Dh). Queries at negative positions write nothing."""
+    t, s = positions.shape[1], cache.pos.shape[-1]
+    if s < self.context - 1 + t:
+      raise ConfigError(f"a KV cache of {s} slots holds chunks of at most {s - self.context + 1} frames at this "
+                        f"stage, got {t}; create the streaming state for the chunk size used")
+    cache = ring_write(cache, KVCache(k, v, positions.astype(cache.pos.dtype)))
+    mask = attention_mask(positions, cache.pos, self.context, self.causal)
+    logits = jnp.einsum("bthd,bhsd->bhts", q, cache.k.astype(q.dtype), preferred_element_type=jnp.float32)
+    logits = jnp.where(mask[:, None], logits * (1.0 / math.sqrt(self.head_dim)), -jnp.inf)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = jnp.where(mask[:, None], probs, 0.0)  # streams sitting out (negative positions) see no key
+    out = jnp.einsum("bhts,bhsd->bthd", probs.astype(v.dtype), cache.v.astype(v.dtype))
+    return self.out_proj(out, dtype), cache
 
 
 class Gating(nnx.Module):
@@ -166,7 +192,7 @@ class Transformer(nnx.Module):
     _prepend_layer_axis(self.layers)
 
   def __call__(self, x, positions, caches: KVCache | None = None, dtype=None):
-    """x: (B, T, C); caches: a KVCache whose arrays have a leading layer axis, or None."""
+    """x: (B, T, C); caches: one KVCache per layer (streaming), or None. Returns (x, new caches or None)."""
     spec = self.spec
     if spec.positional_embedding in ("sin", "sin_rope"):
       x = x + spec.positional_scale * sin_embedding(positions, x.shape[-1], spec.max_period).astype(x.dtype)
@@ -178,8 +204,17 @@ class Transformer(nnx.Module):
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    x, new_caches = jax.lax.scan(body, x, (state, caches))
-    return x, new_caches
+    if caches is not None:
+      # Streaming: layers unrolled so that each layer's cache is its own (donated) buffer, read by
+      # the attention einsums and updated in place; a scan would copy every layer's cache slice.
+      new = []
+      for i, cache in enumerate(caches):
+        layer = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+        x, c = layer(x, positions, cache, dtype)
+        new.append(c)
+      return x, tuple(new)
+    x, _ = jax.lax.scan(body, x, (state, None))
+    return x, None
 
 
 class ProjectedTransformer(nnx.Module):
