@@ -9,6 +9,7 @@ from cat_jax.train import recipes
 
 
 def get_config(arg=None):
+  """arg 'ci': the same recipe shrunk for tests (1 layer per stage, 0.24 s segments, batch 2)."""
   c = ml_collections.ConfigDict()
   # tests/data/golden_tiny/config.json: patch 240/2/2/2, widths 32..64, 8 codebooks of 64.
   c.model = recipes.codec_architecture(
@@ -37,4 +38,17 @@ def get_config(arg=None):
   c.trainable = "all"
   c.remat = False
   c.compute_dtype = "float32"
+  c.optim.gen.flatten = c.optim.disc.flatten = True  # one flat vector: fast CPU compiles (optimizer.py)
+  if arg == "ci":
+    for mods in (c.model.encoder_kwargs, c.model.decoder_kwargs):
+      for m in mods:
+        if m["module_type"] == "Transformer":
+          m["num_layers"] = 1
+    c.lm.num_layers = 1
+    c.segment_seconds = 0.24
+    c.batch_size = c.schedule.stage1_batch_size = c.schedule.stage2_batch_size = 2
+    c.schedule.stage1_steps, c.schedule.stage2_steps = 1000, 0
+    c.num_steps, c.checkpoint_every, c.eval_every = 4, 2, 2
+  elif arg:
+    raise ValueError(f"configs/tiny.py: unknown argument {arg!r} (use 'ci' or nothing)")
   return c

@@ -5,6 +5,12 @@ import pathlib
 import numpy as np
 import pytest
 
+# Tests run tiny models: XLA:CPU's expensive LLVM passes cost far more compile time than they save
+# at run time. Set before any test imports jax; subprocesses inherit it.
+_FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if _FAST_XLA not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_XLA).strip()
+
 DATA = pathlib.Path(__file__).parent / "data"
 GOLDEN_TINY = DATA / "golden_tiny"
 RELEASED = DATA / "released"
