@@ -81,7 +81,7 @@ def half_costs(cfg: CATConfig, part: str) -> dict:
     w = s.num_layers * (4 * d * d + ffw + 4 * d)
     w += (s.input_dimension != d) * s.input_dimension * d + (s.output_dimension != d) * d * s.output_dimension
     weights += w
-    flops += 2 * n * w + s.num_layers * 4 * d * cache_capacity(s, n) * n  # attention over the ring's slots
+    flops += 2 * n * w + s.num_layers * 4 * d * (cache_capacity(s) + n) * n
   q = cfg.quantizer
   qw = q.input_dim * q.rvq_dim + q.rvq_dim * q.output_dim + q.num_quantizers * (
       2 * q.rvq_dim * q.codebook_dim + q.codebook_size * q.codebook_dim)
@@ -191,7 +191,7 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
         print(f"{name:9} {b:>3} {part:6} skipped: {r['skipped']}")
         total = float("nan")
         continue
-      gb = (r["weights_bytes"] + r["cache_bytes"]) / 1e9  # weights and caches read once
+      gb = (r["weights_bytes"] + r["cache_bytes"]) / 1e9  # weights and caches read once (writes: T slots)
       t_flop = r["gflop"] * 1e9 / cal["flop_per_s"]
       t_mem = gb * 1e9 / cal["bytes_per_s"]
       bound = "memory" if t_mem > t_flop else "compute"

@@ -1,10 +1,9 @@
 """Streaming state of CAT: per-stage KV caches and positions, plus the encoder's sample buffer.
 
-A state holds B independent streams. Each causal Transformer stage keeps, per layer, a ring
-buffer of keys/values (frame p in slot p % S) and the position of its next frame. A step writes
-its T new frames in place and then attends, so S = context - 1 + T slots hold exactly what the
-sliding window needs: a state is made for chunks of up to `chunk_frames` token frames, and any
-chunk size reproduces offline coding.
+A state holds B independent streams. Each causal Transformer stage keeps the keys/values of
+its last `context - 1` frames (stacked over layers) in ring buffers (frame p in slot p % S, so
+a step writes only its new frames, in place) and the position of its next frame, which is
+exactly what its sliding window needs, so any chunk size reproduces offline coding.
 States are plain NamedTuple pytrees; every function here is pure and jit-friendly.
 """
 from __future__ import annotations
@@ -21,7 +20,7 @@ from cat_jax.model.transformer import KVCache
 
 class StageState(NamedTuple):
   """One Transformer stage of B streams."""
-  cache: tuple  # one KVCache per layer (separate buffers: no slice copies): k, v (B, H, S, Dh); pos (B, S), -1 = empty
+  cache: KVCache  # k, v: (L, B, H, S, Dh) ring buffers; pos: (L, B, S) int32, -1 = empty slot
   offset: jax.Array  # (B,) int32 position of the stream's next frame at this stage
 
 
@@ -46,47 +45,34 @@ def stage_rates(specs, downsample: bool, downsample_rate: int) -> list[int]:
   return rates
 
 
-def cache_capacity(spec, frames: int = 1) -> int:
-  """Ring slots of a stage that takes `frames` frames per step: its window minus the query, plus the step."""
+def cache_capacity(spec) -> int:
+  """Keys a stage must remember: its window minus the query itself (at least one slot)."""
   if not spec.causal or spec.context is None:
     raise ConfigError("streaming needs causal Transformer stages with a finite context; "
                       "this config has a non-causal stage")
-  return spec.context - 1 + frames
+  return max(spec.context - 1, 1)
 
 
-def _check_chunk(chunk_frames) -> int:
-  if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, int) or chunk_frames < 1:
-    raise ConfigError(f"chunk_frames must be a positive integer, got {chunk_frames!r}")
-  return chunk_frames
+def _stage_init(spec, batch: int, cache_dtype) -> StageState:
+  s, l = cache_capacity(spec), spec.num_layers
+  shape = (l, batch, spec.num_heads, s, spec.head_dim)  # k and v must be distinct buffers (donation)
+  return StageState(KVCache(jnp.zeros(shape, cache_dtype), jnp.zeros(shape, cache_dtype), jnp.full((l, batch, s), -1, jnp.int32)), jnp.zeros((batch,), jnp.int32))
 
 
-def _stage_init(spec, batch: int, cache_dtype, frames: int) -> StageState:
-  s = cache_capacity(spec, frames)
-  shape = (batch, spec.num_heads, s, spec.head_dim)  # every array its own buffer (donation)
-  cache = tuple(KVCache(jnp.zeros(shape, cache_dtype), jnp.zeros(shape, cache_dtype), jnp.full((batch, s), -1, jnp.int32))
-                for _ in range(spec.num_layers))
-  return StageState(cache, jnp.zeros((batch,), jnp.int32))
+def _stages_init(specs, batch: int, cache_dtype) -> tuple:
+  return tuple(None if isinstance(s, PatchSpec) else _stage_init(s, batch, cache_dtype) for s in specs)
 
 
-def _stages_init(specs, rates, batch: int, cache_dtype, chunk_frames) -> tuple:
-  k = _check_chunk(chunk_frames)
-  return tuple(None if isinstance(s, PatchSpec) else _stage_init(s, batch, cache_dtype, k * r)
-               for s, r in zip(specs, rates))
-
-
-def init_encoder_state(config: CATConfig, batch: int, cache_dtype=jnp.float32, chunk_frames: int = 1) -> EncoderState:
-  """B fresh encoder streams for steps of up to `chunk_frames` token frames: empty caches,
-  positions 0, empty sample buffer."""
-  rates = stage_rates(config.encoder, True, config.downsample_rate)
-  return EncoderState(_stages_init(config.encoder, rates, batch, cache_dtype, chunk_frames),
+def init_encoder_state(config: CATConfig, batch: int, cache_dtype=jnp.float32) -> EncoderState:
+  """B fresh encoder streams: empty caches, positions 0, empty sample buffer."""
+  return EncoderState(_stages_init(config.encoder, batch, cache_dtype),
                       jnp.zeros((batch, config.downsample_rate, config.channels), jnp.float32),
                       jnp.zeros((batch,), jnp.int32))
 
 
-def init_decoder_state(config: CATConfig, batch: int, cache_dtype=jnp.float32, chunk_frames: int = 1) -> DecoderState:
-  """B fresh decoder streams for steps of up to `chunk_frames` token frames."""
-  rates = stage_rates(config.decoder, False, config.downsample_rate)
-  return DecoderState(_stages_init(config.decoder, rates, batch, cache_dtype, chunk_frames))
+def init_decoder_state(config: CATConfig, batch: int, cache_dtype=jnp.float32) -> DecoderState:
+  """B fresh decoder streams."""
+  return DecoderState(_stages_init(config.decoder, batch, cache_dtype))
 
 
 def _bcast(mask: jax.Array, ndim: int, axis: int) -> jax.Array:
@@ -101,8 +87,8 @@ def reset_streams(state, mask: jax.Array):
   def stage(st):
     if st is None:
       return None
-    cache = tuple(c._replace(pos=jnp.where(mask[:, None], -1, c.pos)) for c in st.cache)
-    return StageState(cache, jnp.where(mask, 0, st.offset))
+    pos = jnp.where(_bcast(mask, 3, 1), -1, st.cache.pos)
+    return StageState(st.cache._replace(pos=pos), jnp.where(mask, 0, st.offset))
 
   stages = tuple(stage(st) for st in state.stages)
   if isinstance(state, EncoderState):
@@ -121,7 +107,7 @@ def select_streams(mask: jax.Array, new, old):
   def stage(n, o):
     if n is None:
       return None
-    return StageState(jax.tree.map(lambda a, b: pick(a, b, 0), n.cache, o.cache), pick(n.offset, o.offset, 0))
+    return StageState(KVCache(*(pick(a, b, 1) for a, b in zip(n.cache, o.cache))), pick(n.offset, o.offset, 0))
 
   stages = tuple(stage(n, o) for n, o in zip(new.stages, old.stages))
   if isinstance(new, EncoderState):

@@ -189,7 +189,7 @@ def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int):
   xp = np.zeros((b, n * k * dr, c), np.float32)
   xp[:, :t] = x.transpose(0, 2, 1)
   flen = np.asarray(lengths, np.int64) // dr
-  state = init_encoder_state(cfg, b, chunk_frames=k)
+  state = init_encoder_state(cfg, b)
   steps = steps_for(model.graphdef)
   codes, hidden = [], []
   for i in range(n):
@@ -209,7 +209,7 @@ def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
   n = -(-f // k)
   cp = np.zeros((n_q, b, n * k), np.int32)
   cp[:, :, :f] = codes
-  state = init_decoder_state(model.config, b, chunk_frames=k)
+  state = init_decoder_state(model.config, b)
   steps = steps_for(model.graphdef)
   keep = np.zeros((b,), bool)  # no resets; passed as an array so the program is shared with callers that reset
   out = []

@@ -122,25 +122,29 @@ def test_decoder_reset_and_batched_streams(tiny_model, offline):
 
 
 def test_state_layout(tiny_model):
-  """One ring buffer per layer with context - 1 + T slots for a stage taking T frames per step
-  (contexts 32, 16, 8, 4 frames at 100/50/25/12.5 Hz: T = 8, 4, 2, 1 per token frame)."""
+  """Ring buffers of context - 1 keys per stage (32, 16, 8, 4 frames at 100/50/25/12.5 Hz)."""
   s = init_encoder_state(tiny_model.config, 3)
-  caps = [x.cache[0].k.shape[2] for x in s.stages if x is not None]
-  assert caps == [31 + 8, 15 + 4, 7 + 2, 3 + 1]
-  assert len(s.stages[1].cache) == 2 and s.stages[1].cache[1].k.shape == (3, 2, 39, 16)  # (B, heads, slots, head_dim)
-  assert int(s.stages[1].cache[0].pos.max()) == -1 and s.buffer.shape == (3, DR, 1)
-  d = init_decoder_state(tiny_model.config, 1, chunk_frames=3)
-  assert [x.cache[0].k.shape[2] for x in d.stages if x is not None] == [3 + 3, 7 + 6, 15 + 12, 31 + 24]
-  assert state_bytes(d) > state_bytes(init_decoder_state(tiny_model.config, 1)) > 0
-  with pytest.raises(ConfigError, match="chunk_frames"):
-    init_decoder_state(tiny_model.config, 1, chunk_frames=0)
+  caps = [x.cache.k.shape[3] for x in s.stages if x is not None]
+  assert caps == [31, 15, 7, 3]
+  assert s.stages[1].cache.k.shape == (2, 3, 2, 31, 16)  # (layers, B, heads, slots, head_dim)
+  assert int(s.stages[1].cache.pos.max()) == -1 and s.buffer.shape == (3, DR, 1)
+  d = init_decoder_state(tiny_model.config, 1)
+  assert [x.cache.k.shape[3] for x in d.stages if x is not None] == [3, 7, 15, 31]
+  assert state_bytes(d) > 0
 
 
-def test_chunk_larger_than_state_is_refused(tiny_model):
-  """A state made for 1-frame chunks cannot take 2 frames per step (its ring would overwrite live keys)."""
+def test_ring_buffer_slots(tiny_model):
+  """After 10 one-frame decoder steps, the 12.5 Hz stage (3 slots) holds frames 9, 7, 8 in slots
+  0, 1, 2 (p % 3) for the stream that ran every step; a stream active only in steps 0-4 keeps 3, 4, 2."""
   m = tiny_model
-  with pytest.raises(ConfigError, match="chunks of at most 1 frames"):
-    st.decoder_step(m.graphdef, m.params, init_decoder_state(m.config, 1), jnp.zeros((8, 1, 2), jnp.int32))
+  state = init_decoder_state(m.config, 2)
+  steps = st.steps_for(m.graphdef)
+  for i in range(10):
+    state, _ = steps.decode(m.params, state, jnp.zeros((8, 2, 1), jnp.int32), np.array([True, i < 5]))
+  pos = np.asarray(state.stages[0].cache.pos)  # (layers, B, 3)
+  np.testing.assert_array_equal(pos[:, 0], [[9, 7, 8]] * pos.shape[0])
+  np.testing.assert_array_equal(pos[:, 1], [[3, 4, 2]] * pos.shape[0])
+  assert np.asarray(state.stages[0].offset).tolist() == [10, 5]
 
 
 @pytest.mark.parametrize("bad", [0, -0.08, 0.05, 0.1, float("nan"), "0.08", True])

@@ -16,29 +16,31 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cat_jax.config import TransformerSpec
-from cat_jax.errors import ConfigError
 from cat_jax.model.layers import ACTIVATIONS, Dense, LayerScale, make_norm
 
 
 class KVCache(NamedTuple):
-  """Ring buffer of one layer's keys/values for its last S frames: position p lives in slot
-  p % S (so a step writes only its new frames, in place); pos -1 marks an empty slot."""
-  k: jax.Array  # (B, H, S, Dh): heads before slots, so the attention einsums need no transpose
-  v: jax.Array  # (B, H, S, Dh)
-  pos: jax.Array  # (B, S) int32
+  """Ring buffer of the keys/values of a stage's last S frames, layers stacked: position p lives
+  in slot p % S, so a step writes only its new frames (in place); pos -1 marks an empty slot."""
+  k: jax.Array  # (L, B, H, S, Dh): heads before slots, so the attention einsums need no transpose
+  v: jax.Array  # (L, B, H, S, Dh)
+  pos: jax.Array  # (L, B, S) int32
 
 
 def ring_write(cache: KVCache, new: KVCache) -> KVCache:
-  """Scatters new entries (k, v: (B, m, H, Dh), pos: (B, m)) into their ring slots pos % S, in
-  place when the cache is donated. Entries with a negative position (streams sitting out) are dropped."""
-  b, m = new.pos.shape
+  """Scatters the last min(T, S) of new entries (k, v: (L, B, T, H, Dh), pos: (L, B, T)) into
+  their ring slots pos % S, in place when the cache is donated. Entries at negative positions
+  (streams sitting out a step) are dropped."""
+  l, b, t = new.pos.shape
   s = cache.pos.shape[-1]
-  slots = jnp.where(new.pos >= 0, new.pos % s, s + jnp.arange(m))  # (B, m): distinct; >= S is dropped
-  rows = jnp.arange(b)[:, None]
+  m = min(t, s)  # older entries are out of every later window
+  pos = new.pos[..., t - m:]
+  slots = jnp.where(pos >= 0, pos % s, s + jnp.arange(m))  # (L, B, m): distinct; >= S is dropped
+  li, bi = jnp.arange(l)[:, None, None], jnp.arange(b)[None, :, None]
   kw = dict(unique_indices=True, mode="drop")
-  return KVCache(cache.k.at[rows, :, slots].set(new.k.astype(cache.k.dtype), **kw),
-                 cache.v.at[rows, :, slots].set(new.v.astype(cache.v.dtype), **kw),
-                 cache.pos.at[rows, slots].set(new.pos, **kw))
+  return KVCache(cache.k.at[li, bi, :, slots].set(new.k[:, :, t - m:].astype(cache.k.dtype), **kw),
+                 cache.v.at[li, bi, :, slots].set(new.v[:, :, t - m:].astype(cache.v.dtype), **kw),
+                 cache.pos.at[li, bi, slots].set(pos, **kw))
 
 
 def rope(x: jax.Array, positions: jax.Array, max_period: float) -> jax.Array:
@@ -107,21 +109,21 @@ class Attention(nnx.Module):
     return self.out_proj(out, dtype), None
 
   def _attend_cached(self, q, k, v, positions, cache: KVCache, dtype):
-    """Streaming: writes the chunk's keys/values into their ring slots (in place when the state is
-    donated), then its T queries attend over all S slots, masked by the slots' positions; S must be
-    at least context - 1 + T. q, k, v: (B, T, H, Dh). Queries at negative positions write nothing."""
-    t, s = positions.shape[1], cache.pos.shape[-1]
-    if s < self.context - 1 + t:
-      raise ConfigError(f"a KV cache of {s} slots holds chunks of at most {s - self.context + 1} frames at this "
-                        f"stage, got {t}; create the streaming state for the chunk size used")
-    cache = ring_write(cache, KVCache(k, v, positions.astype(cache.pos.dtype)))
-    mask = attention_mask(positions, cache.pos, self.context, self.causal)
-    logits = jnp.einsum("bthd,bhsd->bhts", q, cache.k.astype(q.dtype), preferred_element_type=jnp.float32)
-    logits = jnp.where(mask[:, None], logits * (1.0 / math.sqrt(self.head_dim)), -jnp.inf)
+    """Streaming: the chunk's T queries attend over one layer's cache slots (k, v: (B, H, S, Dh))
+    and the chunk's own keys, one softmax over both and no concatenated copy of the cache.
+    q, k, v: (B, T, H, Dh). Returns (y, the chunk's entries), which `ring_write` stores after all layers."""
+    s = cache.k.shape[2]
+    positions = positions.astype(cache.pos.dtype)
+    l_old = jnp.einsum("bthd,bhsd->bhts", q, cache.k.astype(q.dtype), preferred_element_type=jnp.float32)
+    l_new = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+    logits = jnp.concatenate([l_old, l_new], axis=-1) * (1.0 / math.sqrt(self.head_dim))  # (B, H, T, S + T)
+    mask = attention_mask(positions, jnp.concatenate([cache.pos, positions], axis=1), self.context, self.causal)
+    logits = jnp.where(mask[:, None], logits, -jnp.inf)
     probs = jax.nn.softmax(logits, axis=-1)
-    probs = jnp.where(mask[:, None], probs, 0.0)  # streams sitting out (negative positions) see no key
-    out = jnp.einsum("bhts,bhsd->bthd", probs.astype(v.dtype), cache.v.astype(v.dtype))
-    return self.out_proj(out, dtype), cache
+    probs = jnp.where(mask[:, None], probs, 0.0).astype(v.dtype)  # streams sitting out see no key
+    out = (jnp.einsum("bhts,bhsd->bthd", probs[..., :s], cache.v.astype(v.dtype))
+           + jnp.einsum("bhts,bshd->bthd", probs[..., s:], v))
+    return self.out_proj(out, dtype), KVCache(k, v, positions)
 
 
 class Gating(nnx.Module):
@@ -192,7 +194,7 @@ class Transformer(nnx.Module):
     _prepend_layer_axis(self.layers)
 
   def __call__(self, x, positions, caches: KVCache | None = None, dtype=None):
-    """x: (B, T, C); caches: one KVCache per layer (streaming), or None. Returns (x, new caches or None)."""
+    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None. Returns (x, new caches or None)."""
     spec = self.spec
     if spec.positional_embedding in ("sin", "sin_rope"):
       x = x + spec.positional_scale * sin_embedding(positions, x.shape[-1], spec.max_period).astype(x.dtype)
@@ -204,17 +206,10 @@ class Transformer(nnx.Module):
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    if caches is not None:
-      # Streaming: layers unrolled so that each layer's cache is its own (donated) buffer, read by
-      # the attention einsums and updated in place; a scan would copy every layer's cache slice.
-      new = []
-      for i, cache in enumerate(caches):
-        layer = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
-        x, c = layer(x, positions, cache, dtype)
-        new.append(c)
-      return x, tuple(new)
-    x, _ = jax.lax.scan(body, x, (state, None))
-    return x, None
+    x, new = jax.lax.scan(body, x, (state, caches))
+    # Streaming: the layers only read their caches (scan inputs); the chunk's entries are written
+    # once after the scan, in place, instead of every layer returning a rewritten cache.
+    return x, None if caches is None else ring_write(caches, new)
 
 
 class ProjectedTransformer(nnx.Module):
