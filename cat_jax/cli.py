@@ -1,5 +1,5 @@
-"""`cat-jax` command line: encode, decode, reconstruct, convert (and the subcommands other
-modules register: prepare, stream-encode/decode, eval).
+"""`cat-jax` command line: encode, decode, reconstruct, convert, export (and the subcommands
+other modules register: prepare, make-corpus, stream-encode/decode, eval).
 
 Every user error (missing file, bad audio, bad codes, corrupt checkpoint) prints one line
 naming the problem and exits with status 2.
@@ -135,6 +135,14 @@ def cmd_convert(args) -> int:
   return 0
 
 
+def cmd_export(args) -> int:
+  """Training run -> reference layout (config.json + safetensors + model card)."""
+  from cat_jax.checkpoint import export_workdir
+  files = export_workdir(args.checkpoint, args.out, args.step, args.ema, args.max_shard_bytes)
+  print(f"{args.checkpoint} -> {args.out} ({', '.join(files)})")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="cat-jax", description=__doc__.split("\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
@@ -165,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("dst")
   s.add_argument("--max-shard-bytes", type=int, default=None, help="shard safetensors past this size")
   s.set_defaults(func=cmd_convert)
+  s = sub.add_parser("export", help="training run (WORKDIR) -> reference layout for PyTorch")
+  s.add_argument("--checkpoint", required=True, help="the run's WORKDIR")
+  s.add_argument("--out", required=True, help="output directory")
+  s.add_argument("--step", type=int, default=None, help="a kept step (default: the newest)")
+  s.add_argument("--ema", action="store_true", help="export the EMA weights")
+  s.add_argument("--max-shard-bytes", type=int, default=5 * 2**30, help="shard safetensors past this size")
+  s.set_defaults(func=cmd_export)
   for name in REGISTRARS:
     importlib.import_module(name).register(sub)
   return p

@@ -196,14 +196,14 @@ def find_audio(path: str | os.PathLike, max_clips: int | None = None) -> list[st
 
 
 def load_model(model_dir: str | None, checkpoint: str | None = None):
-  """The model to evaluate. Hook: loading a training checkpoint (--checkpoint) belongs here."""
+  """The model to evaluate: a reference/Orbax model directory, or a training run's WORKDIR."""
   if checkpoint is not None:
-    raise CATError("eval --checkpoint is not supported yet; export the checkpoint to a model "
-                   "directory and pass --model DIR")
+    from cat_jax.checkpoint import restore_codec
+    return restore_codec(checkpoint)[0]
   if model_dir is None:
-    raise CATError("eval needs --model DIR (config.json + model.safetensors)")
-  from cat_jax.codec import CAT
-  return CAT.from_pretrained(model_dir)
+    raise CATError("eval needs --model DIR (config.json + safetensors) or --checkpoint WORKDIR")
+  from cat_jax.cli import load_model as load
+  return load(model_dir)
 
 
 def _parse_counts(text: str | None) -> tuple[int, ...] | None:
@@ -240,7 +240,7 @@ def register(subparsers) -> None:
   p = subparsers.add_parser("eval", help="reconstruction metrics over codebook counts (paper's table)",
                             description=__doc__)
   p.add_argument("--model", help="model directory: config.json + model.safetensors")
-  p.add_argument("--checkpoint", help="training checkpoint (not supported yet; see load_model)")
+  p.add_argument("--checkpoint", help="a training run's WORKDIR (its newest checkpoint)")
   p.add_argument("--data", required=True, help="an audio file or a folder of audio files")
   p.add_argument("--num-quantizers", help="comma-separated codebook counts (default 1,2,4,8,... up to the model's)")
   p.add_argument("--out", default="eval_out", help="output folder (default: eval_out)")

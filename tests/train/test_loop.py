@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cat_jax import CAT
-from cat_jax.checkpoint import export_workdir, params_equal, restore_codec
+from cat_jax.checkpoint import params_equal, restore_codec
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -58,8 +58,11 @@ def test_train_checkpoint_resume_eval_export(corpus, tmp_path, capsys):
 
   model, step = restore_codec(str(wd))
   assert step == 6
-  files = export_workdir(str(wd), str(tmp_path / "export"), max_shard_bytes=300_000)
-  assert "README.md" in files and any(f.endswith(".index.json") for f in files)
+  from cat_jax.cli import main
+  assert main(["export", "--checkpoint", str(wd), "--out", str(tmp_path / "export"),
+               "--max-shard-bytes", "300000"]) == 0
+  files = os.listdir(tmp_path / "export")
+  assert "README.md" in files and "model.safetensors.index.json" in files
   again = CAT.from_pretrained(tmp_path / "export")
   assert params_equal(again.params, model.params)
   codes = np.random.default_rng(0).integers(0, 64, (8, 1, 5))
