@@ -17,7 +17,11 @@ fi
 if ! .venv/bin/python -c "import cat_jax, torch, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.installed ]; then
   echo "[setup] pip install -e .[test] (CPU torch 2.13.0)"
   .venv/bin/pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+  if ! .venv/bin/pip install -q -e ".[test]" > .venv/pip-install.log 2>&1; then
+    grep -v "^WARNING: Location" .venv/pip-install.log | tail -30
+    echo "[setup] pip install failed (full log: .venv/pip-install.log)"
+    exit 1
+  fi
   .venv/bin/python -c "import cat_jax, torch, pytest"
   touch .venv/.installed
 fi

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from cat_jax.errors import CATError, CheckpointError, CodesError
+from cat_jax.codes_io import load_codes, save_codes
+from cat_jax.errors import CATError, CheckpointError
 
 # Modules that add their own subcommands through `register(subparsers)`.
 REGISTRARS = ("cat_jax.data.prepare", "cat_jax.streaming", "cat_jax.eval.evaluate")
@@ -33,31 +34,6 @@ def load_model(path: str, dtype=None):
     config, graphdef, params = load_params(path)
     return CAT(config, graphdef, params, dtype)
   return CAT.from_pretrained(path, dtype)
-
-
-def save_codes(path: str, codes: np.ndarray, sample_rate: int, length: int) -> None:
-  """codes: (n_q, frames) int32 for one file, with what is needed to decode it back."""
-  np.savez(path, codes=codes.astype(np.int32), sample_rate=sample_rate, num_quantizers=codes.shape[0],
-           length=length)
-
-
-def load_codes(path: str) -> tuple[np.ndarray, int | None]:
-  """-> (codes (n_q, frames), length in samples or None)."""
-  if not os.path.exists(path):
-    raise CodesError(f"codes file not found: {path}")
-  try:
-    with np.load(path) as z:
-      if "codes" not in z.files:
-        raise CodesError(f"{path} has no 'codes' array (found {z.files})")
-      codes = z["codes"]
-      length = int(z["length"]) if "length" in z.files else None
-  except CodesError:
-    raise
-  except Exception as e:
-    raise CodesError(f"cannot read codes from {path}: {e}") from None
-  if codes.ndim != 2:
-    raise CodesError(f"{path}: codes must be (num_quantizers, frames), got shape {codes.shape}")
-  return codes, length
 
 
 def _chunk(model, seconds: float) -> float | None:
@@ -90,7 +66,7 @@ def cmd_decode(args) -> int:
   from cat_jax.audio import write_audio
   model = load_model(args.model)
   cfg = model.config
-  codes, length = load_codes(args.input)
+  codes, length = load_codes(args.input, cfg.sampling_rate)
   t0 = time.perf_counter()
   dec = model.decode(codes[:, None], num_quantizers=args.num_quantizers,
                      chunk_duration=_chunk(model, codes.shape[1] / cfg.frame_rate))
@@ -147,27 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="cat-jax", description=__doc__.split("\n")[0])
   sub = p.add_subparsers(dest="command", required=True)
 
-  def nq(s):
+  for name, help_, func in (("encode", "audio file -> codes .npz", cmd_encode),
+                            ("decode", "codes .npz -> audio file", cmd_decode),
+                            ("reconstruct", "audio file -> codes -> audio file", cmd_reconstruct)):
+    s = sub.add_parser(name, help=help_)
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--model", required=True, help="reference directory or Orbax params checkpoint")
     s.add_argument("--num-quantizers", type=int, default=None, help="use only the first K codebooks")
-
-  s = sub.add_parser("encode", help="audio file -> codes .npz")
-  s.add_argument("input")
-  s.add_argument("output")
-  s.add_argument("--model", required=True, help="reference directory or Orbax params checkpoint")
-  nq(s)
-  s.set_defaults(func=cmd_encode)
-  s = sub.add_parser("decode", help="codes .npz -> audio file")
-  s.add_argument("input")
-  s.add_argument("output")
-  s.add_argument("--model", required=True)
-  nq(s)
-  s.set_defaults(func=cmd_decode)
-  s = sub.add_parser("reconstruct", help="audio file -> codes -> audio file")
-  s.add_argument("input")
-  s.add_argument("output")
-  s.add_argument("--model", required=True)
-  nq(s)
-  s.set_defaults(func=cmd_reconstruct)
+    s.set_defaults(func=func)
   s = sub.add_parser("convert", help="reference directory <-> Orbax params checkpoint")
   s.add_argument("src")
   s.add_argument("dst")

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from cat_jax.codes_io import load_codes, save_codes
 from cat_jax.config import CATConfig
 from cat_jax.errors import AudioError, CATError, CodesError, ConfigError
 from cat_jax.model.cat import run_modules
@@ -260,7 +261,7 @@ def _cli(fn):
       fn(args)
     except CATError as e:
       print(f"error: {e}", file=sys.stderr)
-      return 1
+      return 2
     return 0
   run.__doc__ = fn.__doc__
   return run
@@ -278,31 +279,8 @@ def _cli_encode(args) -> None:
   audio = load_audio(args.input, cfg.sampling_rate, cfg.channels)  # (C, T)
   t = audio.shape[1]
   codes, _, _ = encode_frames(model, audio[None], np.array([t]), n_q, k)
-  np.savez(args.output, codes=codes[:, 0].astype(np.int32), sample_rate=np.int64(cfg.sampling_rate),
-           num_quantizers=np.int64(n_q), length=np.int64(t))
+  save_codes(args.output, codes[:, 0], cfg.sampling_rate, t)
   print(f"{args.output}: {codes.shape[-1]} frames x {n_q} codebooks ({t / cfg.sampling_rate:.2f} s)")
-
-
-def read_codes_npz(path: str, model) -> tuple[np.ndarray, int]:
-  """Reads a stream-encode .npz and checks it against the model: (codes (n_q, frames) int32, length)."""
-  try:
-    with np.load(path) as z:
-      data = {k: z[k] for k in z.files}
-  except FileNotFoundError:
-    raise CodesError(f"codes file not found: {path}") from None
-  except Exception as e:  # not an npz / corrupt
-    raise CodesError(f"cannot read codes file {path}: {e}") from None
-  if "codes" not in data:
-    raise CodesError(f"{path} has no 'codes' array (found {sorted(data)})")
-  codes = data["codes"]
-  if codes.ndim != 2:
-    raise CodesError(f"{path}: codes must be (n_q, frames), got shape {codes.shape}")
-  sr = int(data.get("sample_rate", model.config.sampling_rate))
-  if sr != model.config.sampling_rate:
-    raise CodesError(f"{path} was encoded at {sr} Hz but the model runs at {model.config.sampling_rate} Hz")
-  codes = model._check_codes(codes, None)[:, 0]
-  length = int(data.get("length", codes.shape[1] * model.config.downsample_rate))
-  return codes, length
 
 
 @_cli
@@ -312,7 +290,9 @@ def _cli_decode(args) -> None:
   from cat_jax.codec import CAT
   k = check_chunk_frames(args.chunk_frames)
   model = CAT.from_pretrained(args.model)
-  codes, length = read_codes_npz(args.input, model)
+  codes, length = load_codes(args.input, model.config.sampling_rate)
+  codes = model._check_codes(codes, None)[:, 0]
+  length = codes.shape[1] * model.config.downsample_rate if length is None else length
   audio = decode_frames(model, codes[:, None], k)[0, :length]  # (T, C)
   write_audio(args.output, audio.T, model.config.sampling_rate)
   print(f"{args.output}: {audio.shape[0] / model.config.sampling_rate:.2f} s")

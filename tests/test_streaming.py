@@ -177,11 +177,11 @@ def test_cli_stream_encode_decode(golden, golden_dir, tmp_path, capsys):
   np.testing.assert_allclose(y, ref, atol=1e-4 + 1 / 32768, rtol=0)  # 16-bit wav
   args = parser.parse_args(["stream-decode", str(tmp_path / "missing.npz"), str(tmp_path / "o.wav"),
                             "--model", str(golden_dir)])
-  assert args.func(args) == 1
+  assert args.func(args) == 2
   assert "codes file not found" in capsys.readouterr().err
   args = parser.parse_args(["stream-encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"),
                             "--model", str(golden_dir), "--chunk-frames", "0"])
-  assert args.func(args) == 1
+  assert args.func(args) == 2
   assert "chunk frames must be a positive integer" in capsys.readouterr().err
 
 

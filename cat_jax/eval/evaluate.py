@@ -216,7 +216,7 @@ def _parse_counts(text: str | None) -> tuple[int, ...] | None:
 
 
 def run(args) -> int:
-  """The `eval` subcommand: prints the table, writes the reports; 0 on success, 1 on a user error."""
+  """The `eval` subcommand: prints the table, writes the reports; 0 on success, 2 on a user error."""
   try:
     nqs = _parse_counts(args.num_quantizers)
     if args.max_clips is not None and args.max_clips < 1:
@@ -228,7 +228,7 @@ def run(args) -> int:
     rows = evaluate(model, clips, nqs, out_dir=args.out, verbose=True)
   except CATError as e:
     print(f"error: {e}", file=sys.stderr)
-    return 1
+    return 2
   print(markdown_table(rows), end="")
   print(f"{len(files)} clip(s); wrote results.csv, results.md, bitrate_quality.png to {args.out}",
         file=sys.stderr)

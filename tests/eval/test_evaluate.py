@@ -93,8 +93,8 @@ def test_eval_subcommand(tiny_model, golden_dir, clips, tmp_path, capsys, monkey
     return rc, capsys.readouterr().err
 
   rc, err = fails("--model", str(golden_dir), "--num-quantizers", "1,99")
-  assert rc == 1 and "1..8" in err
+  assert rc == 2 and "1..8" in err
   rc, err = fails("--checkpoint", str(tmp_path))
-  assert rc == 1 and "no training checkpoint in" in err
+  assert rc == 2 and "no training checkpoint in" in err
   a = parser.parse_args(["eval", "--model", str(golden_dir), "--data", str(tmp_path / "missing")])
-  assert a.func(a) == 1 and "not found" in capsys.readouterr().err
+  assert a.func(a) == 2 and "not found" in capsys.readouterr().err
