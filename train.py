@@ -103,6 +103,8 @@ def demo(workdir: str) -> None:
 
 def main(argv):
   del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress line says enough
   from cat_jax.errors import CATError
   from cat_jax.train import loop
   try:
