@@ -96,25 +96,6 @@ def reset_streams(state, mask: jax.Array):
   return DecoderState(stages)
 
 
-def select_streams(mask: jax.Array, new, old):
-  """Per stream: `new` where mask (B,) is True, else `old`. Copies whole caches; the steps instead
-  let streams sit out by running them at negative positions, whose cache writes are dropped."""
-  mask = jnp.asarray(mask, bool)
-
-  def pick(a, b, axis):
-    return jnp.where(_bcast(mask, a.ndim, axis), a, b)
-
-  def stage(n, o):
-    if n is None:
-      return None
-    return StageState(KVCache(*(pick(a, b, 1) for a, b in zip(n.cache, o.cache))), pick(n.offset, o.offset, 0))
-
-  stages = tuple(stage(n, o) for n, o in zip(new.stages, old.stages))
-  if isinstance(new, EncoderState):
-    return EncoderState(stages, pick(new.buffer, old.buffer, 0), pick(new.fill, old.fill, 0))
-  return DecoderState(stages)
-
-
 def state_bytes(state) -> int:
   """Memory held by a state (caches dominate)."""
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
