@@ -37,6 +37,7 @@ def small_config():
   c.loss.mel.n_mels = [20]
   c.lm.num_layers = 1
   c.optim.gen.warmup_steps = c.optim.disc.warmup_steps = 0
+  c.optim.gen.flatten = c.optim.disc.flatten = False  # keep per-parameter moments: they are sharded too
   c.optim.gen.lr = 1e-4  # small steps: Adam amplifies reduction-order noise on near-zero gradients
   c.quantizer_dropout = 0.5  # exercises the per-example PRNG draw under sharding
   c.batch_size = BATCH
