@@ -48,7 +48,7 @@ def demo(workdir: str) -> None:
   import glob
   import time
 
-  import numpy as np
+  import jax
 
   from cat_jax import CAT
   from cat_jax.audio import load_audio, write_audio
@@ -57,6 +57,7 @@ def demo(workdir: str) -> None:
   from cat_jax.data.corpus import build_corpus
   from cat_jax.eval.evaluate import evaluate, markdown_table
   from cat_jax.train import loop
+  from cat_jax.train import state as state_lib
   from configs import tiny
 
   corpus = os.path.join(HERE, "runs", "corpus")
@@ -68,20 +69,15 @@ def demo(workdir: str) -> None:
   cfg.data.source = f"folder:{corpus}"
   cfg.num_steps = int(os.environ.get("CAT_JAX_DEMO_STEPS", cfg.num_steps))
   clips = [load_audio(p, 24000, 1) for p in sorted(glob.glob(os.path.join(corpus, "speech", "*.wav")))[:4]]
-  nqs = (1, 2, 4, 8)
-  graphdef = None
+  trainer = state_lib.build_trainer(cfg)
+  mc = trainer.model_config
+  graphdef = abstract_model(mc)[0]
 
   def table(params, tag):
-    nonlocal graphdef
-    graphdef = graphdef or abstract_model(state_cfg)[0]
-    rows = evaluate(CAT(state_cfg, graphdef, params), clips, nqs, out_dir=os.path.join(workdir, f"eval_{tag}"))
+    rows = evaluate(CAT(mc, graphdef, params), clips, (1, 2, 4, 8), out_dir=os.path.join(workdir, f"eval_{tag}"))
     print(f"\n[demo] reconstruction quality {tag} training (4 speech clips):\n{markdown_table(rows)}")
     return rows
 
-  from cat_jax.train import state as state_lib
-  import jax
-  trainer = state_lib.build_trainer(cfg)
-  state_cfg = trainer.model_config
   before = table(jax.jit(lambda k: state_lib.init_state(trainer, k).codec)(jax.random.key(cfg.seed)), "before")
   t0 = time.perf_counter()
   res = loop.train(cfg, workdir, log_every=FLAGS.log_every)

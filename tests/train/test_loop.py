@@ -50,6 +50,9 @@ def test_train_checkpoint_resume_eval_export(corpus, tmp_path, capsys):
     assert all(np.isfinite(r[key]) for r in train_rows), key
   evals = [r for r in rows if "eval/mel" in r]
   assert [r["step"] for r in evals] == [2, 4] and "eval/si_sdr@1" in evals[0]
+  for key in ("stoi", "pesq_wb", "mel_loss", "stft_dist", "si_sdr", "sdr"):  # the paper's metrics, per count
+    assert f"eval/paper/{key}@1" in evals[0] and f"eval/paper/{key}@8" in evals[0], key
+  assert np.isfinite(evals[0]["eval/paper/mel_loss@8"])
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd / "tensorboard"))
 
   res2 = loop.train(_ci_config(corpus, num_steps=6), str(wd), log_every=1)
