@@ -187,7 +187,7 @@ def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
     for k, v in m.items():
       out[f"eval/{k}@{n_q}"] = float(v)
   out["eval/mel"] = out[f"eval/mel@{n}"]
-  if log.enabled:
+  if log.enabled and jax.process_count() == 1:  # one clip, one host: multi-host runs log the batch metrics
     x, lengths = jnp.asarray(batch["audio"][:1]), jnp.asarray(batch["lengths"][:1])
     length = int(lengths[0])
     ref = np.asarray(batch["audio"][0, :length])
