@@ -243,14 +243,14 @@ def register(subparsers) -> None:
   p = subparsers.add_parser("stream-encode", help="encode an audio file chunk by chunk (equals offline codes)")
   p.add_argument("input", metavar="IN.wav")
   p.add_argument("output", metavar="OUT.npz")
-  p.add_argument("--model", required=True, metavar="DIR", help="model directory (config.json + safetensors)")
+  p.add_argument("--model", required=True, metavar="DIR", help="reference directory or Orbax params checkpoint")
   p.add_argument("--chunk-frames", type=int, default=1, metavar="K", help="token frames per step (default 1)")
   p.add_argument("--num-quantizers", type=int, default=None, metavar="N", help="codebooks to keep (default all)")
   p.set_defaults(func=_cli_encode)
   p = subparsers.add_parser("stream-decode", help="decode a codes .npz chunk by chunk into audio")
   p.add_argument("input", metavar="IN.npz")
   p.add_argument("output", metavar="OUT.wav")
-  p.add_argument("--model", required=True, metavar="DIR", help="model directory (config.json + safetensors)")
+  p.add_argument("--model", required=True, metavar="DIR", help="reference directory or Orbax params checkpoint")
   p.add_argument("--chunk-frames", type=int, default=1, metavar="K", help="token frames per step (default 1)")
   p.set_defaults(func=_cli_decode)
 
@@ -271,9 +271,10 @@ def _cli(fn):
 def _cli_encode(args) -> None:
   """stream-encode: IN audio -> OUT.npz {codes (n_q, frames) int32, sample_rate, num_quantizers, length}."""
   from cat_jax.audio import load_audio
+  from cat_jax.cli import load_model
   from cat_jax.codec import CAT
   k = check_chunk_frames(args.chunk_frames)
-  model = CAT.from_pretrained(args.model)
+  model = load_model(args.model)
   cfg = model.config
   n_q = CAT._check_nq(args.num_quantizers, cfg.num_quantizers)
   audio = load_audio(args.input, cfg.sampling_rate, cfg.channels)  # (C, T)
@@ -287,9 +288,9 @@ def _cli_encode(args) -> None:
 def _cli_decode(args) -> None:
   """stream-decode: IN.npz -> OUT audio (trimmed to the encoded length)."""
   from cat_jax.audio import write_audio
-  from cat_jax.codec import CAT
+  from cat_jax.cli import load_model
   k = check_chunk_frames(args.chunk_frames)
-  model = CAT.from_pretrained(args.model)
+  model = load_model(args.model)
   codes, length = load_codes(args.input, model.config.sampling_rate)
   codes = model._check_codes(codes, None)[:, 0]
   length = codes.shape[1] * model.config.downsample_rate if length is None else length
