@@ -4,14 +4,19 @@
       [--config.batch_size=256] [--stage=1] [--search_batch]
 
 Prints per-chip HBM use (arguments, outputs, temporaries, total) from memory_analysis(),
-FLOPs per step from cost_analysis(), the mesh and the compile time; --search_batch finds the
-largest global batch that fits by bisection. Needs libtpu (`pip install "cat_jax[tpu]"`).
+FLOPs per step from cost_analysis(), the mesh and the compile time. A batch that does not fit
+still reports the usage XLA states in its out-of-memory error. --search_batch finds the largest
+global batch that fits: memory is near linear in the batch, so each next try is the secant
+estimate between the closest fitting and non-fitting batches (bisection where that stalls).
+Needs libtpu (`pip install "cat_jax[tpu]"`).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -28,6 +33,9 @@ _TOPOLOGY = flags.DEFINE_string("topology", "v5p-64", "TPU slice: v4-N / v5p-N (
 _STAGE = flags.DEFINE_integer("stage", None, "1 or 2 forces a training stage; default compiles both (lax.cond).")
 _SEARCH = flags.DEFINE_bool("search_batch", False, "Bisect the largest global batch that fits in HBM.")
 _MAX_BATCH = flags.DEFINE_integer("max_batch", 4096, "Upper end of --search_batch.")
+_BATCH_STEP = flags.DEFINE_integer("batch_step", 0, "--search_batch stops within this many examples "
+                                   "(rounded up to the batch-sharding width; 0: that width).")
+_OUT = flags.DEFINE_string("out", None, "Append one JSON line per compile here.")
 
 # Per-chip HBM (bytes) and peak dense bf16 FLOP/s, from the public Cloud TPU spec sheets.
 CHIPS = {
@@ -46,7 +54,9 @@ def topology_name(name: str) -> tuple[str, str]:
   if gen not in CHIPS or not n.isdigit():
     raise ConfigError(f"--topology={name!r}; expected one of {sorted(CHIPS)} as 'v5p-64' or 'v5p:2x4x4'")
   spec = CHIPS[gen]
-  chips = int(n) // spec["cores_per_chip"]
+  chips, odd = divmod(int(n), spec["cores_per_chip"])
+  if odd:
+    raise ConfigError(f"--topology={name!r}: {gen} counts TensorCores, {spec['cores_per_chip']} per chip")
   if chips < 1 or chips & (chips - 1):
     raise ConfigError(f"--topology={name!r}: {chips} chips is not a power of two")
   dims = [2, 2, 1] if spec["dims"] == 3 and chips >= 4 else [1] * spec["dims"]  # v5p-8 is 2x2x1
@@ -79,6 +89,29 @@ class Report:
   alias_gb: float
   total_gb: float
   flops: float  # per step and chip (the SPMD-partitioned program)
+  note: str = ""  # why a batch counted as not fitting
+
+
+_SIZE = r"([0-9.]+)\s*([KMGT]i?)?B?"
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _bytes(num: str, unit: str | None) -> float:
+  return float(num) * _UNITS[(unit or "").rstrip("i")]
+
+
+def parse_oom(msg: str) -> dict | None:
+  """XLA:TPU's out-of-memory compile error -> {'used', 'capacity'[, 'program', 'arguments']} in
+  bytes ('Used 103.21G of 95.74G hbm ... program 101.9G ... arguments 1.2G'), None if absent."""
+  m = re.search(r"Used " + _SIZE + r" of " + _SIZE + r" hbm", msg)
+  if not m:
+    return None
+  out = {"used": _bytes(m.group(1), m.group(2)), "capacity": _bytes(m.group(3), m.group(4))}
+  for key in ("program", "arguments"):
+    k = re.search(r"\b" + key + r"\s+" + _SIZE, msg)
+    if k:
+      out[key] = _bytes(k.group(1), k.group(2))
+  return out
 
 
 def abstract_batch(cfg, trainer, mesh, batch: int) -> dict:
@@ -117,16 +150,71 @@ def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int) -> Report:
 
 
 def try_compile(cfg, trainer, mesh, batch, stage, hbm) -> Report:
-  """compile_step, with an out-of-memory compile error counted as 'does not fit'."""
+  """compile_step, with an out-of-memory compile error counted as 'does not fit' (with XLA's
+  stated usage where its message gives one)."""
+  t0 = time.perf_counter()
   try:
     return compile_step(cfg, trainer, mesh, batch, stage, hbm)
   except Exception as e:  # XLA raises RESOURCE_EXHAUSTED when buffers exceed HBM
     msg = str(e)
     if "RESOURCE_EXHAUSTED" not in msg and "out of memory" not in msg.lower():
       raise
-    print(f"  batch {batch}: compile failed for memory: {msg.strip().splitlines()[0][:300]}")
-    nan = float("nan")
-    return Report(batch, False, nan, nan, nan, nan, nan, nan, nan)
+    line = msg.strip().splitlines()[0][:300]
+    print(f"  batch {batch}: compile failed for memory: {line}")
+    nan, gb = float("nan"), 1 / (1 << 30)
+    used = parse_oom(msg) or {}
+    return Report(batch, False, time.perf_counter() - t0, used.get("arguments", nan) * gb, nan, nan, nan,
+                  used.get("used", nan) * gb, nan, note=line)
+
+
+def _round(b: float, unit: int) -> int:
+  return int(b // unit * unit)
+
+
+def next_batch(lo: tuple[int, float], hi: tuple[int, float] | None, unit: int, max_batch: int,
+               slope: float = float("nan")) -> int | None:
+  """The next global batch to compile, a multiple of `unit`, or None when the search is done.
+
+  `lo` = (largest batch that fits, or 0; its GiB minus the HBM limit, <= 0), `hi` = (smallest that
+  does not; its GiB minus the limit) or None. Memory is near linear in the batch, so the guess is
+  the zero of the line through both points (extrapolated when `hi` is None), kept strictly inside
+  the bracket; `slope` (GiB per example) extrapolates without `hi`; an unknown (nan) usage
+  falls back to bisection, or to doubling."""
+  lo_b, lo_m = lo
+  if hi is None:
+    cap = _round(max_batch, unit)
+    if lo_b >= cap:
+      return None
+    guess = 2 * lo_b if lo_b else unit
+    if math.isfinite(lo_m) and math.isfinite(slope) and slope > 0:
+      guess = lo_b - lo_m / slope
+    return min(cap, max(lo_b + unit, _round(guess, unit)))
+  hi_b, hi_m = hi
+  if hi_b - lo_b <= unit:
+    return None
+  guess = (lo_b + hi_b) / 2
+  if math.isfinite(lo_m) and math.isfinite(hi_m) and hi_m > lo_m:
+    guess = lo_b + (hi_b - lo_b) * (-lo_m) / (hi_m - lo_m)
+  return min(max(_round(guess, unit), lo_b + unit), hi_b - unit)
+
+
+def search(try_batch, first: Report, unit: int, max_batch: int, hbm_gb: float) -> tuple[int, int | None]:
+  """Largest fitting global batch (a multiple of `unit`) given `try_batch(b) -> Report` and a first
+  compile; returns (largest that fits or 0, smallest that does not or None up to max_batch).
+  Batch 0 counts as fitting with the arguments (weights, optimizer state) as its usage."""
+  reports = [first]
+  while True:
+    fits = [r for r in reports if r.fits]
+    over = [r for r in reports if not r.fits]
+    args = next((r.args_gb for r in reports if math.isfinite(r.args_gb)), float("nan"))
+    lo_r = max(fits, key=lambda r: r.batch) if fits else None
+    hi_r = min(over, key=lambda r: r.batch) if over else None
+    lo = (lo_r.batch, lo_r.total_gb - hbm_gb) if lo_r else (0, args - hbm_gb)
+    slope = (lo_r.total_gb - args) / lo_r.batch if lo_r else float("nan")  # from batch 0 = arguments only
+    b = next_batch(lo, None if hi_r is None else (hi_r.batch, hi_r.total_gb - hbm_gb), unit, max_batch, slope)
+    if b is None or any(r.batch == b for r in reports):
+      return (lo_r.batch if lo_r else 0), (hi_r.batch if hi_r else None)
+    reports.append(try_batch(b))
 
 
 def print_report(r: Report, hbm: int, peak: float, chips: int):
@@ -157,33 +245,28 @@ def main(argv):
         f"disc {state_lib.num_params(abstract.disc) / 1e9:.3f} B; remat={cfg.get('remat', False)}, "
         f"compute {cfg.get('compute_dtype', 'float32')}, segment {cfg.segment_seconds} s, stage {_STAGE.value}")
   hbm, stage = spec["hbm"], _STAGE.value
-  r = try_compile(cfg, trainer, mesh, cfg.batch_size, stage, hbm)
-  print_report(r, hbm, spec["peak_bf16"], len(devices))
+  meta = {"topology": topo, "chips": len(devices), "mesh": dict(mesh.shape), "stage": stage,
+          "segment_seconds": cfg.segment_seconds, "remat": bool(cfg.get("remat", False)),
+          "compute_dtype": cfg.get("compute_dtype", "float32"), "hbm_gib": hbm / (1 << 30)}
+
+  def attempt(batch: int) -> Report:
+    r = try_compile(cfg, trainer, mesh, batch, stage, hbm)
+    print_report(r, hbm, spec["peak_bf16"], len(devices))
+    if _OUT.value:
+      with open(_OUT.value, "a") as f:
+        f.write(json.dumps({**meta, **dataclasses.asdict(r)}) + "\n")
+    return r
+
+  r = attempt(cfg.batch_size)
   if not _SEARCH.value:
     return
   unit = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
-  lo, hi = (cfg.batch_size, None) if r.fits else (0, cfg.batch_size)
-  if hi is None:  # grow by doubling until a batch does not fit
-    b = max(lo, unit)
-    while b * 2 <= _MAX_BATCH.value:
-      b *= 2
-      rb = try_compile(cfg, trainer, mesh, b, stage, hbm)
-      print_report(rb, hbm, spec["peak_bf16"], len(devices))
-      if not rb.fits:
-        hi = b
-        break
-      lo = b
-    if hi is None:
-      print(f"largest batch that fits: >= {lo} (search capped at --max_batch={_MAX_BATCH.value})")
-      return
-  while hi - lo > unit:  # bisect on multiples of the batch-sharding width
-    mid = (lo + hi) // 2 // unit * unit
-    if mid <= lo:
-      break
-    rb = try_compile(cfg, trainer, mesh, mid, stage, hbm)
-    print_report(rb, hbm, spec["peak_bf16"], len(devices))
-    lo, hi = (mid, hi) if rb.fits else (lo, mid)
-  print(f"largest batch that fits on {topo}: {lo} (within {unit}; {lo // len(devices)} per chip)")
+  unit *= max(1, -(-_BATCH_STEP.value // unit))
+  lo, hi = search(attempt, r, unit, _MAX_BATCH.value, hbm / (1 << 30))
+  if hi is None:
+    print(f"largest batch that fits on {topo}: >= {lo} (search capped at --max_batch={_MAX_BATCH.value})")
+  else:
+    print(f"largest batch that fits on {topo}: {lo} ({lo / len(devices):g} per chip); {hi} does not")
 
 
 def run():
