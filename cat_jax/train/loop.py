@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import signal
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -93,8 +94,11 @@ def _init_codec_params(cfg):
   return load_model(cfg.init_from).params
 
 
-def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20) -> RunResult:
-  """Runs (or resumes) a training run to cfg.num_steps; returns the final state."""
+def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
+          on_log: Callable[[int, dict], None] | None = None) -> RunResult:
+  """Runs (or resumes) a training run to cfg.num_steps; returns the final state.
+
+  `on_log(step, metrics)`, if given, receives each logged step's flat scalars (e.g. a live loss plot)."""
   trainer = state_lib.build_trainer(cfg)
   mc = trainer.model_config
   mesh = sharding.mesh_from_config(cfg)
@@ -139,6 +143,8 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20) ->
         flat = log.write(step, jax.device_get(metrics))
         last = flat
         log.progress(step, flat.get("loss"))
+        if on_log is not None:
+          on_log(step, flat)
         skipped = int(flat.get("skipped_total", 0))
         if last_skipped is not None:
           window = log_every if step % log_every == 0 else step % log_every
