@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cat_jax import CAT, CATConfig  # noqa: E402
-from cat_jax.codec import bucket  # noqa: E402
+from cat_jax.codec import bucket, inference_layers  # noqa: E402
 
 CONFIGS = {
     "released": os.path.join(os.path.dirname(__file__), "..", "tests", "data", "released", "config.json"),
@@ -37,7 +37,7 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def bench(model: CAT, params, seconds: float, repeats: int, dtype) -> dict:
+def bench(model: CAT, params, seconds: float, repeats: int, dtype, unroll: bool) -> dict:
   cfg = model.config
   t = int(round(seconds * cfg.sampling_rate))
   frames = -(-t // cfg.downsample_rate)
@@ -45,25 +45,30 @@ def bench(model: CAT, params, seconds: float, repeats: int, dtype) -> dict:
   audio = np.zeros((1, fb * cfg.downsample_rate, cfg.channels), np.float32)
   audio[0, :t, :] = np.random.default_rng(0).normal(size=(t, cfg.channels)).astype(np.float32) * 0.1
   lengths = jnp.array([t], jnp.int32)
-  out = {}
+  layers = inference_layers(params) if unroll else None
+  enc_layers, dec_layers = (layers["encoder"], layers["decoder"]) if layers else (None, None)
+  out = {"unrolled": layers is not None}
   t0 = time.perf_counter()
-  enc = model._encode.lower(params, audio, lengths, n_q=cfg.num_quantizers, dtype=dtype).compile()
+  enc = model._encode.lower(params, audio, lengths, n_q=cfg.num_quantizers, dtype=dtype, layers=enc_layers).compile()
   out["encode_compile_s"] = time.perf_counter() - t0
   out["encode_gflops"] = _flops(enc) / 1e9
-  codes = jax.block_until_ready(enc(params, audio, lengths))[0]
+  codes = jax.block_until_ready(enc(params, audio, lengths, layers=enc_layers))[0]
   flen = jnp.array([frames], jnp.int32)
   t0 = time.perf_counter()
-  dec = model._decode.lower(params, codes, flen, dtype=dtype).compile()
+  dec = model._decode.lower(params, codes, flen, dtype=dtype, layers=dec_layers).compile()
   out["decode_compile_s"] = time.perf_counter() - t0
   out["decode_gflops"] = _flops(dec) / 1e9
-  for name, fn, args in (("encode", enc, (params, audio, lengths)), ("decode", dec, (params, codes, flen))):
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
+  for name, fn, args, kw in (("encode", enc, (params, audio, lengths), {"layers": enc_layers}),
+                             ("decode", dec, (params, codes, flen), {"layers": dec_layers})):
+    jax.block_until_ready(fn(*args, **kw))  # warm-up
+    times, cpu = [], []
     for _ in range(repeats):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(*args))
+      t0, c0 = time.perf_counter(), time.process_time()
+      jax.block_until_ready(fn(*args, **kw))
       times.append(time.perf_counter() - t0)
+      cpu.append(time.process_time() - c0)
     s = statistics.median(times)
+    out[f"{name}_cpu_s"] = statistics.median(cpu)  # CPU seconds over all threads: steadier on a busy machine
     out[f"{name}_s"] = s
     out[f"{name}_rtf"] = s / seconds
     out[f"{name}_gflop_per_s"] = out[f"{name}_gflops"] / s
@@ -77,6 +82,8 @@ def main():
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--dtypes", default="float32,bfloat16")
   p.add_argument("--json", default=None, help="also write the results here")
+  p.add_argument("--scan", action="store_true", help="scan the stacked layers (the accelerator path) instead of "
+                 "running them unrolled on per-layer views (what CAT does on a CPU)")
   a = p.parse_args()
   cfg = CATConfig.from_json(CONFIGS.get(a.config, a.config))
   t0 = time.perf_counter()
@@ -86,20 +93,22 @@ def main():
   n = model.num_params
   enc_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(model.params["encoder"]))
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
-        f"{jax.devices()[0].platform}")
+        f"{jax.devices()[0].platform}, load {os.getloadavg()[0]:.1f}; layers {'scanned' if a.scan else 'unrolled'}")
   print(f"config: {a.config}, {n:,} parameters ({n * 4 / 2**30:.2f} GiB float32), init {init_s:.1f} s; "
         f"clip {a.seconds} s")
   results = {"config": a.config, "params": n, "seconds": a.seconds}
   for name in a.dtypes.split(","):
     dtype = jnp.dtype(name)
     params = model.params if dtype == jnp.float32 else jax.tree.map(lambda x: x.astype(dtype), model.params)
-    r = bench(model, params, a.seconds, a.repeats, None if dtype == jnp.float32 else dtype)
+    r = bench(model, params, a.seconds, a.repeats, None if dtype == jnp.float32 else dtype, not a.scan)
     wbytes = enc_params * dtype.itemsize
     print(f"[{name}] encode: compile {r['encode_compile_s']:.1f} s, {r['encode_s']:.3f} s "
           f"(RTF {r['encode_rtf']:.3f}), {r['encode_gflops']:.0f} GFLOP -> {r['encode_gflop_per_s']:.0f} GFLOP/s, "
-          f"weights read {wbytes / 2**30:.2f} GiB -> {wbytes / r['encode_s'] / 2**30:.1f} GiB/s")
+          f"weights read {wbytes / 2**30:.2f} GiB -> {wbytes / r['encode_s'] / 2**30:.1f} GiB/s; "
+          f"{r['encode_cpu_s']:.2f} CPU-s")
     print(f"[{name}] decode: compile {r['decode_compile_s']:.1f} s, {r['decode_s']:.3f} s "
-          f"(RTF {r['decode_rtf']:.3f}), {r['decode_gflops']:.0f} GFLOP -> {r['decode_gflop_per_s']:.0f} GFLOP/s")
+          f"(RTF {r['decode_rtf']:.3f}), {r['decode_gflops']:.0f} GFLOP -> {r['decode_gflop_per_s']:.0f} GFLOP/s; "
+          f"{r['decode_cpu_s']:.2f} CPU-s")
     results[name] = r
     del params
   if a.json:

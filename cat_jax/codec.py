@@ -19,7 +19,7 @@ from flax import nnx
 from cat_jax import convert
 from cat_jax.config import CATConfig
 from cat_jax.errors import AudioError, CheckpointError, CodesError
-from cat_jax.model.cat import CATModel
+from cat_jax.model.cat import CATModel, unstacked_layers
 
 
 @dataclasses.dataclass
@@ -65,14 +65,24 @@ def _flatten(tree, prefix=()):
 
 # ---- pure functions (jit/shard them as you like) -----------------------------------
 
-def encode_fn(graphdef, params, audio, lengths, n_q=None, dtype=None):
-  """audio (B, T, C), T a multiple of downsample_rate -> codes (n_q, B, F), frame lengths, hidden (B, F, D)."""
-  return nnx.merge(graphdef, params).encode(audio, lengths, n_q, dtype)
+def encode_fn(graphdef, params, audio, lengths, n_q=None, dtype=None, layers=None):
+  """audio (B, T, C), T a multiple of downsample_rate -> codes (n_q, B, F), frame lengths, hidden (B, F, D).
+  `layers`: optional `inference_layers(params)["encoder"]` to run the Transformer layers unrolled."""
+  return nnx.merge(graphdef, params).encode(audio, lengths, n_q, dtype, layers)
 
 
-def decode_fn(graphdef, params, codes, frame_lengths, dtype=None):
+def decode_fn(graphdef, params, codes, frame_lengths, dtype=None, layers=None):
   """codes (n_q, B, F) -> audio (B, F * downsample_rate, C), sample lengths."""
-  return nnx.merge(graphdef, params).decode(codes, frame_lengths, dtype)
+  return nnx.merge(graphdef, params).decode(codes, frame_lengths, dtype, layers)
+
+
+def inference_layers(params) -> dict | None:
+  """Per-layer views of the Transformer weights for unrolled offline coding, on a single CPU device
+  only (zero-copy there; accelerators read scanned weight slices in place). None elsewhere."""
+  devices = {d for x in jax.tree.leaves(params) for d in x.devices()}
+  if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+    return None
+  return {part: unstacked_layers(params, part) for part in ("encoder", "decoder")}
 
 
 class CAT:
@@ -85,6 +95,20 @@ class CAT:
     self.dtype = dtype
     self._encode = jax.jit(functools.partial(encode_fn, graphdef), static_argnames=("n_q", "dtype"))
     self._decode = jax.jit(functools.partial(decode_fn, graphdef), static_argnames=("dtype",))
+
+  @property
+  def params(self):
+    """The parameter pytree (nnx.State, Transformer layers stacked)."""
+    return self._params
+
+  @params.setter
+  def params(self, value):
+    self._params, self._layers = value, None
+
+  def _inference_layers(self, part: str):
+    if self._layers is None:
+      self._layers = inference_layers(self._params) or {}
+    return self._layers.get(part)
 
   # ---- construction ---------------------------------------------------------
   @classmethod
@@ -143,7 +167,8 @@ class CAT:
     fb = bucket(frames) if cfg.causal else frames  # non-causal stages would attend to the padding
     xp = np.zeros((b, fb * dr, c), np.float32)
     xp[:, :t] = x.transpose(0, 2, 1)
-    codes, flen, hidden = self._encode(self.params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype)
+    codes, flen, hidden = self._encode(self.params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype,
+                                      layers=self._inference_layers("encoder"))
     return EncoderOutput(np.asarray(codes)[:, :, :frames], np.asarray(flen),
                          np.asarray(hidden)[:, :frames].transpose(0, 2, 1))
 
@@ -159,7 +184,8 @@ class CAT:
     fb = bucket(f) if self.config.causal else f
     cp = np.zeros((n_q, b, fb), np.int32)
     cp[:, :, :f] = codes
-    audio, alen = self._decode(self.params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype)
+    audio, alen = self._decode(self.params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype,
+                               layers=self._inference_layers("decoder"))
     audio = np.asarray(audio)[:, : f * self.config.downsample_rate].transpose(0, 2, 1)
     return DecoderOutput(audio, np.asarray(alen))
 

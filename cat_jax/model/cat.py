@@ -15,7 +15,7 @@ from flax import nnx
 from cat_jax.config import CATConfig, PatchSpec
 from cat_jax.model.patching import PatchedPretransform
 from cat_jax.model.quantizer import QuantizerOutput, ResidualQuantizer
-from cat_jax.model.transformer import ProjectedTransformer
+from cat_jax.model.transformer import ProjectedTransformer, unstack_layers
 
 
 class ForwardOutput(NamedTuple):
@@ -33,9 +33,9 @@ def _build(specs, downsample: bool, key, remat: bool):
       for s, k in zip(specs, keys)])
 
 
-def run_modules(modules, x, lengths, offsets=None, caches=None, dtype=None):
+def run_modules(modules, x, lengths, offsets=None, caches=None, dtype=None, layers=None):
   """Runs a module list. offsets[i]: (B,) first position of Transformer i (streaming), caches[i]:
-  its stacked KV cache. Returns (x, lengths, new caches)."""
+  its stacked KV cache, layers[i]: its per-layer states to run unrolled. Returns (x, lengths, new caches)."""
   new_caches = []
   for i, m in enumerate(modules):
     if isinstance(m, PatchedPretransform):
@@ -46,9 +46,14 @@ def run_modules(modules, x, lengths, offsets=None, caches=None, dtype=None):
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))
     if offsets is not None:
       positions = positions + offsets[i][:, None]
-    x, c = m(x, positions, None if caches is None else caches[i], dtype)
+    x, c = m(x, positions, None if caches is None else caches[i], dtype, None if layers is None else layers[i])
     new_caches.append(c)
   return x, lengths, new_caches
+
+
+def unstacked_layers(params, part: str) -> dict:
+  """{module index: per-layer states} of every Transformer in params[part] ("encoder"/"decoder")."""
+  return {i: unstack_layers(m["transformer"]["layers"]) for i, m in params[part].items() if "transformer" in m}
 
 
 class CATModel(nnx.Module):
@@ -61,25 +66,27 @@ class CATModel(nnx.Module):
     self.quantizer = ResidualQuantizer(config.quantizer, key=k2)
     self.decoder = _build(config.decoder, False, k3, remat)
 
-  def encode_latents(self, audio: jax.Array, lengths: jax.Array, dtype=None):
-    """audio: (B, T, C) with T a multiple of downsample_rate -> (hidden (B, F, D), frame lengths (B,))."""
-    x, lengths, _ = run_modules(self.encoder, audio.astype(jnp.float32), lengths, dtype=dtype)
+  def encode_latents(self, audio: jax.Array, lengths: jax.Array, dtype=None, layers=None):
+    """audio: (B, T, C) with T a multiple of downsample_rate -> (hidden (B, F, D), frame lengths (B,)).
+
+    `layers`: optional {module index: per-layer states} (`unstacked_layers`) to run unrolled."""
+    x, lengths, _ = run_modules(self.encoder, audio.astype(jnp.float32), lengths, dtype=dtype, layers=layers)
     return x, lengths
 
-  def decode_latents(self, z: jax.Array, lengths: jax.Array, dtype=None):
+  def decode_latents(self, z: jax.Array, lengths: jax.Array, dtype=None, layers=None):
     """z: (B, F, D) quantizer output -> (audio (B, F*downsample_rate, C), sample lengths (B,))."""
-    x, lengths, _ = run_modules(self.decoder, z, lengths, dtype=dtype)
+    x, lengths, _ = run_modules(self.decoder, z, lengths, dtype=dtype, layers=layers)
     return x, lengths
 
-  def encode(self, audio, lengths, n_q: int | None = None, dtype=None):
+  def encode(self, audio, lengths, n_q: int | None = None, dtype=None, layers=None):
     """-> (codes (n_q, B, F) int32, frame lengths (B,), encoder hidden (B, F, D))."""
-    h, flen = self.encode_latents(audio, lengths, dtype)
+    h, flen = self.encode_latents(audio, lengths, dtype, layers)
     q = self.quantizer(h, flen, n_q)
     return q.codes, flen, h
 
-  def decode(self, codes, frame_lengths, dtype=None):
+  def decode(self, codes, frame_lengths, dtype=None, layers=None):
     """codes: (n_q, B, F) -> (audio (B, F*downsample_rate, C), sample lengths (B,))."""
-    return self.decode_latents(self.quantizer.decode(codes), frame_lengths, dtype)
+    return self.decode_latents(self.quantizer.decode(codes), frame_lengths, dtype, layers)
 
   def __call__(self, audio, lengths, active: jax.Array | None = None, dtype=None) -> ForwardOutput:
     """Training forward: encode, quantize (optionally with per-example codebook counts), decode."""

@@ -13,10 +13,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from cat_jax.config import TransformerSpec
 from cat_jax.model.layers import ACTIVATIONS, Dense, LayerScale, make_norm
+
+
+ATTENTION_BLOCK = 128  # offline causal attention runs in query blocks of this many frames
 
 
 class KVCache(NamedTuple):
@@ -43,14 +47,19 @@ def ring_write(cache: KVCache, new: KVCache) -> KVCache:
                  cache.pos.at[li, bi, slots].set(pos, **kw))
 
 
-def rope(x: jax.Array, positions: jax.Array, max_period: float) -> jax.Array:
-  """Rotary embedding on adjacent channel pairs (2i, 2i+1). x: (B, T, H, Dh), positions: (B, T)."""
-  dh = x.shape[-1]
-  ds = jnp.arange(dh // 2, dtype=jnp.float32)
-  freqs = jnp.exp(ds * (-math.log(max_period) * 2 / dh))
-  angle = positions.astype(jnp.float32)[:, :, None, None] * freqs  # (B, T, 1, Dh/2)
-  cos, sin = jnp.cos(angle), jnp.sin(angle)
-  xr = x.astype(jnp.float32).reshape(*x.shape[:-1], dh // 2, 2)
+def rope_tables(positions: jax.Array, head_dim: int, max_period: float) -> tuple[jax.Array, jax.Array]:
+  """(cos, sin), each (B, T, 1, Dh/2), for `rope`. Computed once per stage: fused into each
+  layer's rotation, they would be re-evaluated for every head."""
+  ds = jnp.arange(head_dim // 2, dtype=jnp.float32)
+  freqs = jnp.exp(ds * (-math.log(max_period) * 2 / head_dim))
+  angle = positions.astype(jnp.float32)[:, :, None, None] * freqs
+  return jax.lax.optimization_barrier((jnp.cos(angle), jnp.sin(angle)))  # keep XLA from re-fusing them
+
+
+def rope(x: jax.Array, tables: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotary embedding on adjacent channel pairs (2i, 2i+1). x: (B, T, H, Dh), tables from `rope_tables`."""
+  cos, sin = tables
+  xr = x.astype(jnp.float32).reshape(*x.shape[:-1], x.shape[-1] // 2, 2)
   a, b = xr[..., 0], xr[..., 1]
   out = jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1)
   return out.reshape(x.shape).astype(x.dtype)
@@ -90,23 +99,42 @@ class Attention(nnx.Module):
     self.in_proj = Dense((c,), (3, h, spec.head_dim), ("embed", "qkv", "heads", "head_dim"), key=k1)
     self.out_proj = Dense((h, spec.head_dim), (c,), ("heads", "head_dim", "embed"), key=k2)
 
-  def __call__(self, x, positions, cache: KVCache | None = None, dtype=None):
-    """x: (B, T, C), positions: (B, T). Returns (y (B, T, C), new cache or None)."""
+  def __call__(self, x, positions, cache: KVCache | None = None, dtype=None, tables=None):
+    """x: (B, T, C), positions: (B, T), tables: optional `rope_tables(positions)`.
+    Returns (y (B, T, C), new cache or None)."""
     qkv = self.in_proj(x, dtype)  # (B, T, 3, H, Dh)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.use_rope:
-      q = rope(q, positions, self.max_period)
-      k = rope(k, positions, self.max_period)
+      if tables is None:
+        tables = rope_tables(positions, self.head_dim, self.max_period)
+      q, k = rope(q, tables), rope(k, tables)
     if cache is not None:
       return self._attend_cached(q, k, v, positions, cache, dtype)
-    mask = attention_mask(positions, positions, self.context, self.causal)
-    logits = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / math.sqrt(self.head_dim))
-    logits = jnp.where(mask[:, None], logits, -jnp.inf)
-    probs = jax.nn.softmax(logits, axis=-1)
-    probs = jnp.where(mask[:, None], probs, 0.0)  # rows with no key (padding slots) give 0, not NaN
-    out = jnp.einsum("bhts,bshd->bthd", probs.astype(v.dtype), v)
-    return self.out_proj(out, dtype), None
+    q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, H, T, Dh): no transposes inside the blocks
+    blocks = [self._attend_block(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], positions[:, q0:q1], positions[:, k0:q1])
+              for q0, q1, k0 in self._blocks(q.shape[2])]
+    out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=2)
+    return self.out_proj(out.transpose(0, 2, 1, 3), dtype), None
+
+  def _blocks(self, t: int) -> list[tuple[int, int, int]]:
+    """Static query blocks (q0, q1) and the first key k0 that any query in the block can see.
+
+    Offline positions are 0..T-1 (see `run_modules`), so a causal block never needs keys past
+    its last query, nor keys before its first query's window: about half of the T x T
+    logits, and far fewer once T exceeds the window, are never computed.
+    """
+    if not self.causal or t <= 2 * ATTENTION_BLOCK:
+      return [(0, t, 0)]
+    return [(q0, min(t, q0 + ATTENTION_BLOCK), 0 if self.context is None else max(0, q0 - self.context + 1))
+            for q0 in range(0, t, ATTENTION_BLOCK)]
+
+  def _attend_block(self, q, k, v, q_pos, k_pos):
+    """q: (B, H, Tq, Dh), k, v: (B, H, S, Dh) -> (B, H, Tq, Dh)."""
+    mask = attention_mask(q_pos, k_pos, self.context, self.causal)[:, None]  # (B, 1, Tq, S)
+    logits = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(self.head_dim))
+    probs = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+    probs = jnp.where(mask, probs, 0.0)  # rows with no key (padding slots) give 0, not NaN
+    return jnp.einsum("bhts,bhsd->bhtd", probs.astype(v.dtype), v)
 
   def _attend_cached(self, q, k, v, positions, cache: KVCache, dtype):
     """Streaming: the chunk's T queries attend over one layer's cache slots (k, v: (B, H, S, Dh))
@@ -161,8 +189,8 @@ class TransformerLayer(nnx.Module):
     self.has_scale = spec.layer_scale is not None
     self.gated = spec.gating != "none"
 
-  def __call__(self, x, positions, cache=None, dtype=None):
-    y, cache = self.self_attn(self.norm1(x), positions, cache, dtype)
+  def __call__(self, x, positions, cache=None, dtype=None, tables=None):
+    y, cache = self.self_attn(self.norm1(x), positions, cache, dtype, tables)
     x = x + (self.layer_scale_1(y) if self.has_scale else y).astype(x.dtype)
     h = self.norm2(x)
     if self.gated:
@@ -193,16 +221,27 @@ class Transformer(nnx.Module):
     self.layers = make(jax.random.split(key, spec.num_layers))
     _prepend_layer_axis(self.layers)
 
-  def __call__(self, x, positions, caches: KVCache | None = None, dtype=None):
-    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None. Returns (x, new caches or None)."""
+  def __call__(self, x, positions, caches: KVCache | None = None, dtype=None, layers=None):
+    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None. Returns (x, new caches or None).
+
+    `layers`: optional per-layer states (see `unstack_layers`) to run unrolled instead of scanned."""
     spec = self.spec
     if spec.positional_embedding in ("sin", "sin_rope"):
       x = x + spec.positional_scale * sin_embedding(positions, x.shape[-1], spec.max_period).astype(x.dtype)
     graphdef, state = nnx.split(self.layers)
+    tables = None
+    if spec.positional_embedding in ("rope", "sin_rope"):
+      tables = rope_tables(positions, spec.head_dim, spec.max_period)
+    if layers is not None:
+      if caches is not None:
+        raise ValueError("unrolled layers serve offline coding only, not cached streaming")
+      for layer_state in layers:
+        x, _ = nnx.merge(graphdef, layer_state)(x, positions, None, dtype, tables)
+      return x, None
 
     def body(x, layer_in):
       layer_state, cache = layer_in
-      return nnx.merge(graphdef, layer_state)(x, positions, cache, dtype)
+      return nnx.merge(graphdef, layer_state)(x, positions, cache, dtype, tables)
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
@@ -210,6 +249,18 @@ class Transformer(nnx.Module):
     # Streaming: the layers only read their caches (scan inputs); the chunk's entries are written
     # once after the scan, in place, instead of every layer returning a rewritten cache.
     return x, None if caches is None else ring_write(caches, new)
+
+
+def unstack_layers(layers_state) -> list:
+  """Per-layer states of a stacked layer state, as zero-copy views on the CPU.
+
+  XLA:CPU copies each layer's weight slice out of the stack at every scan step (a dot needs
+  its own buffer); on single-layer weights that already live apart, an unrolled loop reads
+  them in place. On the CPU, `device_put` of a numpy view aliases the stacked buffer.
+  """
+  n = jax.tree.leaves(layers_state)[0].shape[0]
+  host = jax.tree.map(np.asarray, layers_state)
+  return [jax.tree.map(lambda a, i=i: jax.device_put(a[i]), host) for i in range(n)]
 
 
 class ProjectedTransformer(nnx.Module):
@@ -224,10 +275,10 @@ class ProjectedTransformer(nnx.Module):
     if spec.output_dimension != spec.d_model:
       self.output_proj = Dense((spec.d_model,), (spec.output_dimension,), ("embed", "io"), key=k3)
 
-  def __call__(self, x, positions, caches=None, dtype=None):
+  def __call__(self, x, positions, caches=None, dtype=None, layers=None):
     if self.spec.input_dimension != self.spec.d_model:
       x = self.input_proj(x, dtype).astype(jnp.float32)
-    x, caches = self.transformer(x, positions, caches, dtype)
+    x, caches = self.transformer(x, positions, caches, dtype, layers)
     if self.spec.output_dimension != self.spec.d_model:
       x = self.output_proj(x, dtype).astype(jnp.float32)
     return x, caches
