@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 from cat_jax.errors import ConfigError
 
@@ -336,46 +336,60 @@ def _with_contexts(enc, dec, sr, dur):
   return out_enc, out_dec
 
 
+# (d_model, num_layers, num_heads, dim_feedforward, output_dimension) of one Transformer stage.
+Stage = tuple[int, int, int, int, int]
+
+
+def codec_architecture(*, encoder: Sequence[Stage], decoder: Sequence[Stage], patch_sizes: Sequence[int],
+                       quantizer: dict, channels: int = 1, sampling_rate: int = 24000,
+                       context_seconds: float = 10.0, **transformer_options) -> dict:
+  """The reference config.json dict of a CAT in the released layout (CAT_SPEC.md).
+
+  Encoder: patch_sizes[i] then encoder[i]; decoder: decoder[i] then unpatch reversed(patch_sizes)[i].
+  Input widths are chained; `transformer_options` (norm, positional_embedding, gating, layer_scale)
+  override the released model's choices in every stage.
+  """
+  def tf(d_in: int, stage: Stage) -> dict:
+    d, layers, heads, ff, out = stage
+    return {"module_type": "Transformer", "causal": True, "conv_layout": True, "d_model": d,
+            "dim_feedforward": ff, "gating": "none", "input_dimension": d_in, "output_dimension": out,
+            "layer_scale": 0.01, "max_period": 10000, "norm": "layer_norm", "num_heads": heads,
+            "num_layers": layers, "positional_embedding": "rope", **transformer_options}
+
+  enc, width = [], channels
+  for h, st in zip(patch_sizes, encoder):
+    enc.append({"module_type": "PatchedPretransform", "patch_size": h})
+    enc.append(tf(width * h, st))
+    width = st[-1]
+  dec, width = [], quantizer["output_dim"]
+  for h, st in zip(reversed(patch_sizes), decoder):
+    dec.append(tf(width, st))
+    dec.append({"module_type": "PatchedPretransform", "patch_size": h})
+    width = st[-1] // h
+  return {"architectures": ["MossAudioTokenizerModel"], "model_type": "speech_tokenizer",
+          "sampling_rate": sampling_rate, "sample_rate": sampling_rate, "downsample_rate": math.prod(patch_sizes),
+          "causal_transformer_context_duration": context_seconds, "code_dim": quantizer["input_dim"],
+          "encoder_kwargs": enc, "decoder_kwargs": dec, "quantizer_type": quantizer["quantizer_type"],
+          "quantizer_kwargs": dict(quantizer), "dtype": "float32"}
+
+
 def symmetric_config(*, sample_rate: int = 24000, channels: int = 1, patch_sizes=(240, 2, 2, 2),
                      d_models=(32, 48, 32, 64), num_layers=(2, 1, 1, 2), num_heads=(2, 2, 2, 4),
                      latent_dim: int = 48, rvq_dim: int = 32, num_quantizers: int = 8,
                      codebook_size: int = 64, codebook_dim: int = 8, context_seconds: float = 0.32,
-                     ffn_mult: int = 2, norm: str = "layer_norm", positional_embedding: str = "rope",
-                     layer_scale: float | None = 0.01, gating: str = "none",
-                     quantizer_type: str = "rlfq") -> CATConfig:
-  """A CAT in the released layout (patch, Transformer, ..., quantizer, mirrored decoder) of any size.
-
-  Stage i patches by patch_sizes[i] then runs a Transformer of width d_models[i]; intermediate
-  stages output d/2 channels like the released model; the decoder mirrors the encoder.
-  """
+                     ffn_mult: int = 2, quantizer_type: str = "rlfq", **transformer_options) -> CATConfig:
+  """A CAT of any size from per-stage widths: intermediate encoder stages output d/2 channels like
+  the released model, the decoder mirrors the encoder (`codec_architecture` for the options)."""
   n = len(patch_sizes)
   if not (len(d_models) == len(num_layers) == len(num_heads) == n):
     raise ConfigError("patch_sizes, d_models, num_layers and num_heads need one entry per stage")
+  stage = [(d_models[i], num_layers[i], num_heads[i], ffn_mult * d_models[i]) for i in range(n)]
+  encoder = [(*stage[i], latent_dim if i == n - 1 else d_models[i] // 2) for i in range(n)]
+  decoder = [(*stage[i], channels * patch_sizes[i] if i == 0 else d_models[i]) for i in reversed(range(n))]
+  quantizer = {"input_dim": latent_dim, "rvq_dim": rvq_dim, "output_dim": latent_dim,
+               "num_quantizers": num_quantizers, "codebook_size": codebook_size, "codebook_dim": codebook_dim,
+               "quantizer_type": quantizer_type}
+  return CATConfig.from_dict(codec_architecture(
+      encoder=encoder, decoder=decoder, patch_sizes=patch_sizes, quantizer=quantizer, channels=channels,
+      sampling_rate=sample_rate, context_seconds=context_seconds, **transformer_options))
 
-  def tf(d_in, d, d_out, i):
-    return {"module_type": "Transformer", "input_dimension": d_in, "output_dimension": d_out, "d_model": d,
-            "num_heads": num_heads[i], "num_layers": num_layers[i], "dim_feedforward": ffn_mult * d,
-            "causal": True, "conv_layout": True, "norm": norm, "positional_embedding": positional_embedding,
-            "max_period": 10000, "gating": gating, "layer_scale": layer_scale}
-
-  enc, width = [], channels
-  for i, (h, d) in enumerate(zip(patch_sizes, d_models)):
-    enc.append({"module_type": "PatchedPretransform", "patch_size": h})
-    out = latent_dim if i == n - 1 else d // 2
-    enc.append(tf(width * h, d, out, i))
-    width = out
-  dec, width = [], latent_dim
-  for i in reversed(range(n)):
-    h, d = patch_sizes[i], d_models[i]
-    out = channels * h if i == 0 else d
-    dec.append(tf(width, d, out, i))
-    dec.append({"module_type": "PatchedPretransform", "patch_size": h})
-    width = out // h
-  return CATConfig.from_dict({
-      "sampling_rate": sample_rate, "downsample_rate": math.prod(patch_sizes),
-      "causal_transformer_context_duration": context_seconds, "encoder_kwargs": enc, "decoder_kwargs": dec,
-      "quantizer_type": quantizer_type,
-      "quantizer_kwargs": {"input_dim": latent_dim, "rvq_dim": rvq_dim, "output_dim": latent_dim,
-                           "num_quantizers": num_quantizers, "codebook_size": codebook_size,
-                           "codebook_dim": codebook_dim, "quantizer_type": quantizer_type},
-  })

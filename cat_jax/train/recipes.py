@@ -1,49 +1,10 @@
-"""Builders shared by configs/*.py: the reference config.json schema from a few stage tuples,
+"""Builders shared by configs/*.py: the model block (`codec_architecture`, from cat_jax.config)
 and the default loss/optimiser/discriminator blocks (values cited from TRAINING.md)."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import ml_collections
 
-# (d_model, num_layers, num_heads, dim_feedforward, output_dimension) of one Transformer stage.
-Stage = tuple[int, int, int, int, int]
-
-
-def _transformer(d_in: int, stage: Stage) -> dict:
-  d, layers, heads, ff, out = stage
-  return {"module_type": "Transformer", "causal": True, "conv_layout": True, "d_model": d,
-          "dim_feedforward": ff, "gating": "none", "input_dimension": d_in, "output_dimension": out,
-          "layer_scale": 0.01, "max_period": 10000, "norm": "layer_norm", "num_heads": heads,
-          "num_layers": layers, "positional_embedding": "rope"}
-
-
-def codec_architecture(*, encoder: Sequence[Stage], decoder: Sequence[Stage], patch_sizes: Sequence[int],
-                       quantizer: dict, channels: int = 1, sampling_rate: int = 24000,
-                       context_seconds: float = 10.0) -> dict:
-  """Encoder: patch_sizes[i] then encoder[i]; decoder: decoder[i] then unpatch reversed(patch_sizes)[i]
-  (CAT_SPEC.md layout). Input widths are chained; returns the reference config.json dict."""
-  enc, width = [], channels
-  for h, st in zip(patch_sizes, encoder):
-    enc.append({"module_type": "PatchedPretransform", "patch_size": h})
-    width *= h
-    enc.append(_transformer(width, st))
-    width = st[-1]
-  dec, width = [], quantizer["output_dim"]
-  for h, st in zip(reversed(patch_sizes), decoder):
-    dec.append(_transformer(width, st))
-    width = st[-1]
-    dec.append({"module_type": "PatchedPretransform", "patch_size": h})
-    width //= h
-  down = 1
-  for h in patch_sizes:
-    down *= h
-  return {"architectures": ["MossAudioTokenizerModel"], "model_type": "speech_tokenizer",
-          "sampling_rate": sampling_rate, "sample_rate": sampling_rate, "downsample_rate": down,
-          "causal_transformer_context_duration": context_seconds, "code_dim": quantizer["input_dim"],
-          "encoder_kwargs": enc, "decoder_kwargs": dec, "quantizer_type": quantizer["quantizer_type"],
-          "quantizer_kwargs": dict(quantizer), "dtype": "float32"}
-
+from cat_jax.config import codec_architecture  # noqa: F401  (configs call recipes.codec_architecture)
 
 def loss_config() -> ml_collections.ConfigDict:
   """TRAINING.md, authors' recipe (MOSS-TTS report sec. 3): L = 20 sem + 15 rec + 0.25 commit
