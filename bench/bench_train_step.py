@@ -5,15 +5,20 @@ frame of one example) and model-FLOPs utilisation against the accelerator's peak
   .venv/bin/python bench/bench_train_step.py --config base --batch 2 --seconds 1.92 --steps 3
   .venv/bin/python bench/bench_train_step.py --config tiny --depth_sweep 1,2,4,8
 
-MFU = achieved model FLOP/s / (chips x peak). Model FLOPs per step are taken two ways: XLA's
-cost_analysis() of the compiled step, and the 6 * params * tokens rule (forward 2, backward 4
-FLOPs per parameter per token; it ignores attention and the discriminators' convolutions).
+MFU = achieved model FLOP/s / (chips x peak). Model FLOPs per step are taken three ways:
+cat_jax.aot.model_flops (analytic, per Transformer stage at its own token rate: 6 x weights x
+tokens + 12 x layers x d x keys x tokens, plus the LM; no discriminators, mel, quantizer), XLA's
+cost_analysis() of the compiled step (counts a scanned layer stack once: see --depth_sweep), and
+the crude 6 x params x frames rule.
+On a CPU (no spec-sheet peak) the peak is this machine's measured float32 matmul rate, so the
+figure is comparable across configs here; --peak overrides it (FLOP/s per device).
 --depth_sweep compiles with 1..N layers per Transformer stage (scanned) to check that compile
 time and temporary memory stay flat in depth (memory flat with --remat).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import json
 import math
@@ -29,6 +34,7 @@ import numpy as np
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 from cat_jax import parallel, sharding  # noqa: E402
+from cat_jax.aot import model_flops  # noqa: E402
 from cat_jax.train import state as state_lib  # noqa: E402
 
 # Dense bf16 peak FLOP/s per chip (public spec sheets); device_kind substrings -> peak.
@@ -45,6 +51,19 @@ def peak_flops(device) -> float | None:
     if name in kind:
       return PEAK_FLOPS[name]
   return None
+
+
+def matmul_peak(seconds: float = 1.0) -> float:
+  """This device's float32 matmul FLOP/s (best of repeated 1024^3 products): a CPU's practical peak."""
+  a = jax.numpy.ones((1024, 1024), jax.numpy.float32)
+  mm = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(mm(a))
+  best, end = float("inf"), time.perf_counter() + seconds
+  while time.perf_counter() < end:
+    t0 = time.perf_counter()
+    jax.block_until_ready(mm(a))
+    best = min(best, time.perf_counter() - t0)
+  return 2 * 1024 ** 3 / best
 
 
 def mfu(model_flops_per_step: float, step_seconds: float, n_devices: int, peak: float | None) -> float | None:
@@ -77,7 +96,7 @@ def make_batch(cfg, mc, batch: int, seconds: float, seed: int = 0) -> dict:
           "text_lengths": np.full((batch,), 6, np.int32)}, frames
 
 
-def bench(cfg, batch: int, seconds: float, steps: int, stage) -> dict:
+def bench(cfg, batch: int, seconds: float, steps: int, stage, peak: float | None = None) -> dict:
   mesh = sharding.mesh_from_config(cfg)
   parallel.check_batch_divides(batch, mesh)
   trainer = state_lib.build_trainer(cfg)
@@ -106,27 +125,45 @@ def bench(cfg, batch: int, seconds: float, steps: int, stage) -> dict:
   n_gen = state_lib.num_params(state.codec) + state_lib.num_params(state.lm)
   tokens = batch * frames
   rule_flops = 6 * n_gen * tokens
-  peak = peak_flops(jax.devices()[0])
+  analytic = model_flops(cfg, trainer.model_config, batch)
+  peak_src = "given" if peak else "spec sheet, bf16"
+  if not peak:
+    peak = peak_flops(jax.devices()[0])
+  if not peak and jax.devices()[0].platform == "cpu":
+    peak, peak_src = matmul_peak(), "measured f32 matmul"
   return {
       "config": cfg.get("_name", "?"), "stage": stage, "batch": batch, "frames": frames, "tokens_per_step": tokens,
       "params_gen": n_gen, "params_disc": state_lib.num_params(state.disc), "remat": bool(cfg.get("remat", False)),
       "compute_dtype": cfg.get("compute_dtype", "float32"), "mesh": dict(mesh.shape),
       "init_s": round(init_s, 2), "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
       "tokens_per_s": round(tokens / step_s, 2), "loss": float(m["loss"]),
-      "xla_flops_per_step": xla_flops, "rule_6nt_flops_per_step": rule_flops,
+      "model_flops_per_step": analytic, "xla_flops_per_step": xla_flops, "rule_6nt_flops_per_step": rule_flops,
       "achieved_flops_per_s": xla_flops / step_s,
       "temp_bytes": int(mem.temp_size_in_bytes) if mem else None,
+      "mfu_model": mfu(analytic, step_s, jax.device_count(), peak),
       "mfu_xla": mfu(xla_flops, step_s, jax.device_count(), peak),
       "mfu_6nt": mfu(rule_flops, step_s, jax.device_count(), peak),
       "device": jax.devices()[0].device_kind, "n_devices": jax.device_count(), "peak_flops_per_device": peak,
+      "peak_source": peak_src,
   }
+
+
+def print_mfu(r: dict):
+  """The MFU formula with this run's numbers in it."""
+  n, peak, step = r["n_devices"], r["peak_flops_per_device"], r["step_s"]
+  for name, key in (("model, analytic", "model_flops_per_step"), ("XLA cost_analysis", "xla_flops_per_step"),
+                    ("6 N frames", "rule_6nt_flops_per_step")):
+    f = r[key]
+    val = f"{f / step / (n * peak):.2%}" if peak else "n/a (no peak)"
+    print(f"MFU ({name}) = FLOPs/step / step_s / (devices x peak) = {f:.3e} / {step:.4g} s / "
+          f"({n} x {peak or float('nan'):.3e} FLOP/s, {r['peak_source']}) = {val}")
 
 
 def depth_sweep(cfg, depths, batch: int, seconds: float, stage) -> list[dict]:
   """Compile (no run) the step with every Transformer stage at each depth: seconds and temp bytes."""
   rows = []
   for depth in depths:
-    c = cfg.copy_and_resolve_references()
+    c = copy.deepcopy(cfg)  # copy_and_resolve_references shares the module dicts: the caller's would change
     for part in ("encoder_kwargs", "decoder_kwargs"):
       for mod in c.model[part]:
         if mod["module_type"] == "Transformer":
@@ -142,9 +179,14 @@ def depth_sweep(cfg, depths, batch: int, seconds: float, stage) -> list[dict]:
       lowered = step.lower(state, sharding.shard_batch(host, mesh))
       lower_s = time.perf_counter() - t0
       compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0 - lower_s
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     rows.append({"depth": depth, "remat": bool(c.get("remat", False)), "lower_s": round(lower_s, 2),
-                 "compile_s": round(time.perf_counter() - t0 - lower_s, 2),
+                 "compile_s": round(compile_s, 2),
                  "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+                 "xla_flops": float((cost or {}).get("flops", float("nan"))),
+                 "model_flops": model_flops(c, trainer.model_config, batch),
                  "params_gen": state_lib.num_params(state.codec) + state_lib.num_params(state.lm)})
     print(json.dumps(rows[-1]), flush=True)
   return rows
@@ -152,7 +194,7 @@ def depth_sweep(cfg, depths, batch: int, seconds: float, stage) -> list[dict]:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default="tiny", help="configs/<name>.py (tiny, base, moss_audio_tokenizer)")
+  p.add_argument("--config", default="tiny", help="configs/<name>.py[:arg] (tiny, tiny:ci, base, moss_audio_tokenizer)")
   p.add_argument("--batch", type=int, default=4)
   p.add_argument("--seconds", type=float, default=0.96, help="segment length (rounded up to whole frames)")
   p.add_argument("--steps", type=int, default=3)
@@ -160,11 +202,14 @@ def main():
   p.add_argument("--remat", type=int, default=None, help="override cfg.remat (0/1)")
   p.add_argument("--dtype", default=None, help="override cfg.compute_dtype")
   p.add_argument("--depth_sweep", default="", help="comma-separated layers per stage, e.g. 1,2,4,8")
+  p.add_argument("--peak", type=float, default=None, help="peak FLOP/s per device for MFU (default: "
+                 "spec sheet for TPU/GPU, measured f32 matmul on CPU)")
   p.add_argument("--out", default=None, help="append JSON lines here")
   a = p.parse_args()
-  cfg = load_config(a.config)
+  cfg = load_config(*a.config.split(":", 1))  # 'tiny' or 'tiny:ci'
   cfg._name = a.config
   cfg.batch_size = a.batch
+  cfg.segment_seconds = a.seconds  # what make_batch feeds, so model_flops counts the same tokens
   if a.remat is not None:
     cfg.remat = bool(a.remat)
   if a.dtype:
@@ -174,8 +219,9 @@ def main():
   if a.depth_sweep:
     rows = depth_sweep(cfg, [int(d) for d in a.depth_sweep.split(",")], a.batch, a.seconds, a.stage)
   else:
-    rows = [bench(cfg, a.batch, a.seconds, a.steps, a.stage)]
+    rows = [bench(cfg, a.batch, a.seconds, a.steps, a.stage, a.peak)]
     print(json.dumps(rows[0], indent=1))
+    print_mfu(rows[0])
   if a.out:
     with open(a.out, "a") as f:
       for r in rows:

@@ -116,3 +116,33 @@ def test_aot_compile_tiny_on_v5e(tmp_path):
   row = json.loads(out.read_text().splitlines()[0])
   assert row["fits"] and row["chips"] == 4 and row["topology"] == "v5e:2x2"
   assert 0 < row["total_gb"] < 16 and row["flops"] > 0
+
+
+def test_transformer_flops_by_hand():
+  # d=4, 1 layer, ffn 8, no projections, 3 tokens, 3 keys: 6*(4*16 + 2*32)*3 + 12*1*4*3*3
+  assert aot._transformer_flops(4, 1, 8, False, 4, 4, 3, 3) == 2304 + 432
+  assert aot._transformer_flops(4, 1, 8, True, 4, 4, 3, 3) == 6 * (64 + 96) * 3 + 432  # gated: 3 matrices
+  assert aot._transformer_flops(4, 1, 8, False, 2, 6, 3, 3) == 2736 + 6 * (8 + 24) * 3  # in/out projections
+
+
+def test_model_flops_scales_with_batch_depth_and_window():
+  import copy
+  import pathlib
+  from cat_jax.train import state as state_lib
+  path = pathlib.Path(__file__).parent.parent / "configs" / "moss_audio_tokenizer.py"
+  spec = importlib.util.spec_from_file_location("cat_configs_released_aot", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config()
+  mc = state_lib.model_config(cfg)
+  f1 = aot.model_flops(cfg, mc, 1)
+  assert aot.model_flops(cfg, mc, 1536) == pytest.approx(1536 * f1)
+  # the released codec: ~1.1 TFLOP forward per 11.68 s clip in its Transformers, times 3 for training
+  assert 3.5e12 < f1 < 5e12
+  deeper = copy.deepcopy(cfg)
+  deeper.lm.num_layers *= 2
+  f2 = aot.model_flops(deeper, state_lib.model_config(deeper), 1)
+  assert f2 > f1
+  short = copy.deepcopy(cfg)
+  short.segment_seconds = cfg.segment_seconds / 2
+  assert aot.model_flops(short, state_lib.model_config(short), 1) < 0.6 * f1
