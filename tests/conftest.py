@@ -1,6 +1,9 @@
 """Shared fixtures: golden vectors from the reference, tiny configs."""
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,6 +13,13 @@ import pytest
 _FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 if _FAST_XLA not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FAST_XLA).strip()
+
+# Many tests (and the subprocesses and notebook kernels they start) compile the same tiny programs
+# from fresh jit wrappers: one persistent compilation cache per test session turns those into loads.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="cat_jax_test_xla_cache_")
+  atexit.register(shutil.rmtree, _CACHE, True)
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
 
 DATA = pathlib.Path(__file__).parent / "data"
 GOLDEN_TINY = DATA / "golden_tiny"
