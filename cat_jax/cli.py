@@ -149,8 +149,26 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def use_compile_cache() -> str | None:
+  """Keeps compiled encode/decode programs across runs in $XDG_CACHE_HOME/cat_jax/xla (a large model's
+  unrolled CPU program takes seconds per length bucket to compile). JAX_COMPILATION_CACHE_DIR, if
+  set, wins; CAT_JAX_COMPILE_CACHE=0 turns it off."""
+  import jax
+  if os.environ.get("CAT_JAX_COMPILE_CACHE") == "0" or jax.config.jax_compilation_cache_dir:
+    return jax.config.jax_compilation_cache_dir
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  path = os.path.join(base, "cat_jax", "xla")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError:
+    return None  # read-only home: compile every time
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  use_compile_cache()
   try:
     return args.func(args)
   except CATError as e:

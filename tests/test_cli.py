@@ -72,3 +72,22 @@ def test_errors_are_one_line(tmp_path, capsys, argv, message):
   assert __import__("re").search(message, err), err
   assert main(["encode", "x.wav", "y.npz", "--model", str(tmp_path / "nomodel")]) == 2
   assert "model directory not found" in capsys.readouterr().err
+
+
+def test_cli_keeps_compiled_programs_in_the_user_cache(tmp_path, speech_wav, monkeypatch):
+  import os
+  import subprocess
+  import sys
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+  env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  done = subprocess.run([sys.executable, "-m", "cat_jax.cli", "encode", str(speech_wav), str(tmp_path / "c.npz"),
+                         "--model", str(GOLDEN_TINY)], env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert os.listdir(tmp_path / "cache" / "cat_jax" / "xla")  # the encode program was stored
+
+  import jax
+  from cat_jax.cli import use_compile_cache
+  before = jax.config.jax_compilation_cache_dir
+  monkeypatch.setenv("CAT_JAX_COMPILE_CACHE", "0")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "off"))
+  assert use_compile_cache() == before and not (tmp_path / "off").exists()
