@@ -105,7 +105,8 @@ class CAT:
   def params(self, value):
     self._params, self._layers = value, None
 
-  def _inference_layers(self, part: str):
+  def layer_views(self, part: str):
+    """`inference_layers(params)[part]` ("encoder"/"decoder"), made once; None off a single CPU device."""
     if self._layers is None:
       self._layers = inference_layers(self._params) or {}
     return self._layers.get(part)
@@ -168,7 +169,7 @@ class CAT:
     xp = np.zeros((b, fb * dr, c), np.float32)
     xp[:, :t] = x.transpose(0, 2, 1)
     codes, flen, hidden = self._encode(self.params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype,
-                                      layers=self._inference_layers("encoder"))
+                                      layers=self.layer_views("encoder"))
     return EncoderOutput(np.asarray(codes)[:, :, :frames], np.asarray(flen),
                          np.asarray(hidden)[:, :frames].transpose(0, 2, 1))
 
@@ -185,7 +186,7 @@ class CAT:
     cp = np.zeros((n_q, b, fb), np.int32)
     cp[:, :, :f] = codes
     audio, alen = self._decode(self.params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype,
-                               layers=self._inference_layers("decoder"))
+                               layers=self.layer_views("decoder"))
     audio = np.asarray(audio)[:, : f * self.config.downsample_rate].transpose(0, 2, 1)
     return DecoderOutput(audio, np.asarray(alen))
 

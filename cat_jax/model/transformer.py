@@ -232,7 +232,7 @@ class Transformer(nnx.Module):
     tables = None
     if spec.positional_embedding in ("rope", "sin_rope"):
       tables = rope_tables(positions, spec.head_dim, spec.max_period)
-    if layers is not None:
+    if layers is not None:  # offline only: streaming steps gain nothing from it (their cost is not weight copies)
       if caches is not None:
         raise ValueError("unrolled layers serve offline coding only, not cached streaming")
       for layer_state in layers:
