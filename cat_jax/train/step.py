@@ -53,7 +53,7 @@ def _mel(trainer: Trainer, x, y, lengths):
 
 
 def _part_norms(grads) -> dict:
-  return {f"grad_norm/{k}": optax.global_norm(v) for k, v in grads.items()}
+  return {f"grad_norm/{k}": optax.tree.norm(v) for k, v in grads.items()}
 
 
 def discriminator_update(trainer: Trainer, disc, disc_opt, x: jax.Array, y: jax.Array):
@@ -72,7 +72,7 @@ def discriminator_update(trainer: Trainer, disc, disc_opt, x: jax.Array, y: jax.
   ok = jnp.isfinite(d_loss) & _all_finite(d_grads)
   new_disc = _where_finite(ok, optax.apply_updates(disc, upd), disc)
   new_opt = _where_finite(ok, new_opt, disc_opt)
-  return new_disc, new_opt, {"disc_loss": d_loss, "grad_norm/disc": optax.global_norm(d_grads)}, ok
+  return new_disc, new_opt, {"disc_loss": d_loss, "grad_norm/disc": optax.tree.norm(d_grads)}, ok
 
 
 def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: dict, rng: jax.Array):
@@ -151,7 +151,7 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   mets.update(_part_norms({"encoder": g_codec["encoder"], "quantizer": g_codec["quantizer"],
                            "decoder": g_codec["decoder"], "lm": g_lm}))
   mets.update({
-      "loss": total, "grad_norm/gen": optax.global_norm(grads),
+      "loss": total, "grad_norm/gen": optax.tree.norm(grads),
       "lr/gen": trainer.gen_schedule(state.step),
       "lr/disc": trainer.disc_schedule(jnp.maximum(state.step - stage1, 0)) * adversarial,
       "skipped": skip, "skipped_total": state.skipped + skip, "adversarial": jnp.asarray(adversarial, jnp.int32),
