@@ -8,7 +8,7 @@ frame of one example) and model-FLOPs utilisation against the accelerator's peak
 MFU = achieved model FLOP/s / (chips x peak). Model FLOPs per step are taken three ways:
 cat_jax.aot.model_flops (analytic, per Transformer stage at its own token rate: 6 x weights x
 tokens + 12 x layers x d x keys x tokens, plus the LM; no discriminators, mel, quantizer), XLA's
-cost_analysis() of the compiled step (counts a scanned layer stack once: see --depth_sweep), and
+cost_analysis() of the compiled step (everything, discriminators and losses included), and
 the crude 6 x params x frames rule.
 On a CPU (no spec-sheet peak) the peak is this machine's measured float32 matmul rate, so the
 figure is comparable across configs here; --peak overrides it (FLOP/s per device).
@@ -82,7 +82,8 @@ def load_config(name: str, arg=None):
 
 
 def make_batch(cfg, mc, batch: int, seconds: float, seed: int = 0) -> dict:
-  """Random-phase harmonic audio (B, T, C) of whole frames, full lengths, short byte text."""
+  """Random-phase harmonic audio (B, T, C) of whole frames, full lengths, a short byte text padded to
+  data.max_text_len (as the training pipeline pads it)."""
   frames = max(1, math.ceil(seconds * mc.sampling_rate / mc.downsample_rate))
   t = frames * mc.downsample_rate
   rng = np.random.default_rng(seed)
@@ -90,7 +91,7 @@ def make_batch(cfg, mc, batch: int, seconds: float, seed: int = 0) -> dict:
   f0 = rng.uniform(90, 250, (batch, 1))
   audio = (0.2 * np.sin(2 * np.pi * f0 * n) + 0.01 * rng.normal(size=(batch, t))).astype(np.float32)
   audio = np.repeat(audio[..., None], mc.channels, -1)
-  text = np.zeros((batch, 16), np.int32)
+  text = np.zeros((batch, cfg.data.get("max_text_len", 128)), np.int32)  # the pipeline's padded width
   text[:, :6] = [3, 112, 116, 113, 117, 2]
   return {"audio": audio, "lengths": np.full((batch,), t, np.int32), "text": text,
           "text_lengths": np.full((batch,), 6, np.int32)}, frames
