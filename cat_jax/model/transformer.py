@@ -111,7 +111,8 @@ class Attention(nnx.Module):
     if cache is not None:
       return self._attend_cached(q, k, v, positions, cache, dtype)
     q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, H, T, Dh): no transposes inside the blocks
-    blocks = [self._attend_block(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], positions[:, q0:q1], positions[:, k0:q1])
+    blocks = [self._attend_block(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1],
+                                 positions[:, q0:q1], positions[:, k0:q1])
               for q0, q1, k0 in self._blocks(q.shape[2])]
     out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=2)
     return self.out_proj(out.transpose(0, 2, 1, 3), dtype), None
