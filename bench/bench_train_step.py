@@ -8,7 +8,8 @@ frame of one example) and model-FLOPs utilisation against the accelerator's peak
 MFU = achieved model FLOP/s / (chips x peak). Model FLOPs per step are taken three ways:
 cat_jax.aot.model_flops (analytic, per Transformer stage at its own token rate: 6 x weights x
 tokens + 12 x layers x d x keys x tokens, plus the LM; no discriminators, mel, quantizer), XLA's
-cost_analysis() of the compiled step (everything, discriminators and losses included), and
+cost_analysis() of the compiled step (everything, but a scanned layer stack is not multiplied by
+its depth: --depth_sweep shows it), and
 the crude 6 x params x frames rule.
 On a CPU (no spec-sheet peak) the peak is this machine's measured float32 matmul rate, so the
 figure is comparable across configs here; --peak overrides it (FLOP/s per device).

@@ -6,8 +6,10 @@
 Prints per-chip HBM use (arguments, outputs, temporaries, total) from memory_analysis(),
 FLOPs per step from cost_analysis(), the mesh and the compile time. A batch that does not fit
 still reports the usage XLA states in its out-of-memory error. --search_batch finds the largest
-global batch that fits: memory is near linear in the batch, so each next try is the secant
-estimate between the closest fitting and non-fitting batches (bisection where that stalls).
+global batch that fits: memory is roughly linear in the batch, so each next try is the secant
+estimate between the closest fitting and non-fitting batches (bisection where that stalls). XLA's
+total is not strictly monotone (released recipe on v5p-64: 85 GiB at 1536, 63 GiB at 1728), so the
+result is a bracket of compiled batches, not a guarantee for every batch below it.
 Needs libtpu (`pip install "cat_jax[tpu]"`).
 """
 from __future__ import annotations
@@ -127,7 +129,8 @@ def _transformer_flops(d: int, layers: int, ffn: int, gated: bool, d_in: int, d_
 def model_flops(cfg, mc, batch: int) -> float:
   """Model FLOPs per training step (global batch) of the codec's Transformer stages and the
   semantic LM, no remat recompute; discriminators, mel losses and the quantizer are left out.
-  (XLA's cost_analysis of the TPU per-chip program came out ~6x lower for the released recipe.)"""
+  XLA's cost_analysis does not multiply a scanned layer stack by its depth (bench_train_step.py
+  --depth_sweep: 1 -> 8 layers per stage, XLA +9%, this count +540%), so it undercounts."""
   from cat_jax.config import TransformerSpec
   frames = math.ceil(cfg.segment_seconds * mc.sampling_rate / mc.downsample_rate)
   total, rate = 0.0, float(mc.sampling_rate)
