@@ -7,9 +7,7 @@ Prints per-chip HBM use (arguments, outputs, temporaries, total) from memory_ana
 FLOPs per step from cost_analysis(), the mesh and the compile time. A batch that does not fit
 still reports the usage XLA states in its out-of-memory error. --search_batch finds the largest
 global batch that fits: memory is roughly linear in the batch, so each next try is the secant
-estimate between the closest fitting and non-fitting batches (bisection where that stalls). XLA's
-total is not strictly monotone (released recipe on v5p-64: 85 GiB at 1536, 63 GiB at 1728), so the
-result is a bracket of compiled batches, not a guarantee for every batch below it.
+estimate between the closest fitting and non-fitting batches (bisection where that stalls).
 Needs libtpu (`pip install "cat_jax[tpu]"`).
 """
 from __future__ import annotations
