@@ -19,7 +19,8 @@ from flax import nnx
 from cat_jax import convert
 from cat_jax.config import CATConfig
 from cat_jax.errors import AudioError, CheckpointError, CodesError
-from cat_jax.model.cat import CATModel, unstacked_layers
+from cat_jax.model.cat import CATModel
+from cat_jax.model.transformer import unstack_layers
 
 
 @dataclasses.dataclass
@@ -77,12 +78,14 @@ def decode_fn(graphdef, params, codes, frame_lengths, dtype=None, layers=None):
 
 
 def inference_layers(params) -> dict | None:
-  """Per-layer views of the Transformer weights for unrolled offline coding, on a single CPU device
-  only (zero-copy there; accelerators read scanned weight slices in place). None elsewhere."""
+  """{"encoder"/"decoder": {module index: per-layer views}} of the Transformer weights for unrolled
+  offline coding, on a single CPU device only (zero-copy there; accelerators read scanned weight
+  slices in place). None elsewhere."""
   devices = {d for x in jax.tree.leaves(params) for d in x.devices()}
   if len(devices) != 1 or next(iter(devices)).platform != "cpu":
     return None
-  return {part: unstacked_layers(params, part) for part in ("encoder", "decoder")}
+  return {part: {i: unstack_layers(m["transformer"]["layers"]) for i, m in params[part].items() if "transformer" in m}
+          for part in ("encoder", "decoder")}
 
 
 class CAT:

@@ -15,7 +15,7 @@ from flax import nnx
 from cat_jax.config import CATConfig, PatchSpec
 from cat_jax.model.patching import PatchedPretransform
 from cat_jax.model.quantizer import QuantizerOutput, ResidualQuantizer
-from cat_jax.model.transformer import ProjectedTransformer, unstack_layers
+from cat_jax.model.transformer import ProjectedTransformer
 
 
 class ForwardOutput(NamedTuple):
@@ -51,11 +51,6 @@ def run_modules(modules, x, lengths, offsets=None, caches=None, dtype=None, laye
   return x, lengths, new_caches
 
 
-def unstacked_layers(params, part: str) -> dict:
-  """{module index: per-layer states} of every Transformer in params[part] ("encoder"/"decoder")."""
-  return {i: unstack_layers(m["transformer"]["layers"]) for i, m in params[part].items() if "transformer" in m}
-
-
 class CATModel(nnx.Module):
   """Encoder, quantizer and decoder of CAT as one NNX module."""
 
@@ -69,7 +64,7 @@ class CATModel(nnx.Module):
   def encode_latents(self, audio: jax.Array, lengths: jax.Array, dtype=None, layers=None):
     """audio: (B, T, C) with T a multiple of downsample_rate -> (hidden (B, F, D), frame lengths (B,)).
 
-    `layers`: optional {module index: per-layer states} (`unstacked_layers`) to run unrolled."""
+    `layers`: optional {module index: per-layer states} (`codec.inference_layers`) to run unrolled."""
     x, lengths, _ = run_modules(self.encoder, audio.astype(jnp.float32), lengths, dtype=dtype, layers=layers)
     return x, lengths
 
