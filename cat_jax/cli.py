@@ -18,7 +18,7 @@ from cat_jax.codes_io import load_codes, save_codes
 from cat_jax.errors import CATError, CheckpointError
 
 # Modules that add their own subcommands through `register(subparsers)`.
-REGISTRARS = ("cat_jax.data.prepare", "cat_jax.streaming", "cat_jax.eval.evaluate")
+REGISTRARS = ("cat_jax.data.prepare", "cat_jax.streaming", "cat_jax.eval.evaluate", "cat_jax.train.plot")
 
 # Files longer than this are coded in exact streaming chunks (bounded memory, progress bar).
 LONG_FILE_SECONDS = 30.0

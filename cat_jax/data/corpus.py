@@ -4,9 +4,13 @@ Sources, each skipped with a warning when its package is missing:
   speech: espeak-ng in several voices and languages, exact transcripts (task 'asr');
   words:  alsa-utils recorded words, transcripts from the file names ('asr');
   sounds: sound-theme-freedesktop ogg sounds, captions from the names ('caption');
-  music:  MIDI written here, rendered by fluidsynth with the TimGM6mb soundfont ('caption').
-Writes the audio, sidecars (`x.txt` transcript, `x.caption.txt` caption) and `manifest.jsonl`
-(path relative to the folder, text, task). Deterministic for a given seed.
+  music:  MIDI written here, rendered by fluidsynth with the TimGM6mb soundfont ('caption');
+  recorded: real human speech of three voices in four languages (asterisk-core-sounds, 16 kHz),
+          exact transcripts ('asr'), with held-out splits (cat_jax/data/asterisk.py).
+Writes the audio, sidecars (`x.txt` transcript, `x.caption.txt` caption), `manifest.jsonl` (the
+training rows of every source: path relative to the folder, text, task), and the splits of the
+recorded speech: `recorded_train.jsonl`, `val_file.jsonl` (held-out files of the training voices),
+`val_voice.jsonl` (a voice and language never trained on). Deterministic for a given seed.
 """
 from __future__ import annotations
 
@@ -19,12 +23,15 @@ import warnings
 
 import numpy as np
 
+from cat_jax.data import asterisk
+from cat_jax.errors import ConfigError
 from cat_jax.data.midi import Note, write_midi
 
 ALSA_DIR = "/usr/share/sounds/alsa"
 SOUNDS_DIR = "/usr/share/sounds/freedesktop/stereo"
 SOUNDFONTS = ("/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
-ALL_SOURCES = ("speech", "words", "sounds", "music")
+ALL_SOURCES = ("speech", "words", "sounds", "music", "recorded")
+SPLIT_MANIFESTS = {"recorded_train": "train", "val_file": "val_file", "val_voice": "val_voice"}
 
 # (espeak voice, language) and a few sentences per language; English also gets generated ones.
 _VOICES = (("en-us", "en"), ("de", "de"), ("fr-fr", "fr"), ("en-gb", "en"), ("es", "es"), ("it", "it"),
@@ -207,15 +214,29 @@ def _missing(source: str) -> str | None:
     if not any(os.path.exists(p) for p in SOUNDFONTS):
       return "no General MIDI soundfont found (apt-get install timgm6mb-soundfont)"
     return None
+  if source == "recorded":
+    return asterisk.missing()
   raise ValueError(f"unknown corpus source {source!r}; expected one of {ALL_SOURCES}")
 
 
+def _write_manifest(path: str, rows: list[dict]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+  os.replace(tmp, path)
+
+
 def build_corpus(out_dir: str | os.PathLike, *, seconds_of_speech: float = 60.0, music_pieces: int = 6,
-                 sources: tuple[str, ...] = ALL_SOURCES, seed: int = 0) -> str:
-  """Builds the corpus in `out_dir` (replacing an earlier build there); returns the manifest path."""
+                 sources: tuple[str, ...] = ALL_SOURCES, seed: int = 0, recorded_max_files: int | None = None) -> str:
+  """Builds the corpus in `out_dir` (replacing an earlier build there); returns the training manifest's
+  path. `recorded_max_files` caps the recorded speech per language (tests)."""
   out = os.path.abspath(os.fspath(out_dir))
   for sub in ALL_SOURCES:
     shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+  for name in SPLIT_MANIFESTS:
+    if os.path.exists(os.path.join(out, name + ".jsonl")):
+      os.remove(os.path.join(out, name + ".jsonl"))
   os.makedirs(out, exist_ok=True)
   rows = []
   for k, source in enumerate(sources):
@@ -230,12 +251,53 @@ def build_corpus(out_dir: str | os.PathLike, *, seconds_of_speech: float = 60.0,
       rows += _words(out)
     elif source == "sounds":
       rows += _sounds(out)
+    elif source == "recorded":
+      rows += asterisk.build(out, max_files=recorded_max_files)
     else:
       rows += _music(out, music_pieces, rng)
   for row in rows:
     _write_sidecar(os.path.join(out, row["path"]), row["text"], row["task"])
+  for name, split in SPLIT_MANIFESTS.items():
+    recorded = [r for r in rows if r.get("split") == split]
+    if recorded:
+      _write_manifest(os.path.join(out, name + ".jsonl"), recorded)
   manifest = os.path.join(out, "manifest.jsonl")
-  with open(manifest, "w", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+  _write_manifest(manifest, [r for r in rows if r.get("split", "train") == "train"])
   return manifest
+
+
+def ensure_corpus(manifest_path: str | os.PathLike) -> str:
+  """The path of a corpus manifest (e.g. DIR/recorded_train.jsonl), building the corpus in DIR first
+  when that manifest is missing (offline, about a minute and a half on two cores)."""
+  path = os.path.abspath(os.fspath(manifest_path))
+  name = os.path.basename(path)
+  known = {"manifest.jsonl", *(n + ".jsonl" for n in SPLIT_MANIFESTS)}
+  if name not in known:
+    raise ConfigError(f"corpus:{manifest_path}: expected DIR/NAME with NAME one of {sorted(known)}")
+  if not os.path.isfile(path):
+    print(f"[corpus] building the bundled corpus in {os.path.dirname(path)} (offline, Debian packages)", flush=True)
+    build_corpus(os.path.dirname(path))
+    if not os.path.isfile(path):
+      why = asterisk.missing() if name != "manifest.jsonl" else None
+      raise ConfigError(f"corpus: {name} could not be built" + (f": {why}" if why else ""))
+  return path
+
+
+def validation_clips(manifest_path: str | os.PathLike, sample_rate: int, count: int = 26,
+                     min_seconds: float = 1.5) -> list[tuple[str, np.ndarray]]:
+  """A fixed evaluation set from a split manifest (e.g. val_voice.jsonl): `count` clips of speech
+  at least `min_seconds` long (no near-silent files), spread evenly over the sorted list, loaded
+  (C, T) at `sample_rate` mono. Returns (name, audio) pairs."""
+  from cat_jax.audio import load_audio
+  from cat_jax.data.sources import read_manifest
+  rows = sorted(read_manifest(os.fspath(manifest_path)), key=lambda r: r["path"])
+  clips = []
+  for r in rows:
+    if _seconds(r["path"]) < min_seconds:
+      continue
+    x = load_audio(r["path"], sample_rate, 1)
+    if np.sqrt(np.mean(np.square(x, dtype=np.float64))) < 10 ** (-50 / 20):
+      continue
+    clips.append((os.path.splitext(os.path.basename(r["path"]))[0], x))
+  step = max(1, len(clips) // count)
+  return clips[::step][:count]

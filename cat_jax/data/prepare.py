@@ -76,7 +76,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
 def _run_make_corpus(args: argparse.Namespace) -> int:
   from cat_jax.data.corpus import build_corpus
   manifest = build_corpus(args.out, seconds_of_speech=args.seconds_of_speech, music_pieces=args.music_pieces,
-                          seed=args.seed)
+                          seed=args.seed, recorded_max_files=args.recorded_max_files)
   with open(manifest, encoding="utf-8") as f:
     n = sum(1 for _ in f)
   print(f"wrote {n} clips and {manifest}")
@@ -95,10 +95,13 @@ def register(subparsers) -> None:
   p.add_argument("--dtype", choices=records.DTYPES, default="int16")
   p.add_argument("--data-dir", default=None, help="TFDS data_dir for tfds: sources")
   p.set_defaults(func=_run_prepare)
-  c = subparsers.add_parser("make-corpus", help="build a small real-audio corpus offline (espeak-ng, "
-                            "alsa-utils, freedesktop sounds, fluidsynth music)")
+  c = subparsers.add_parser("make-corpus", help="build a real-audio corpus offline (espeak-ng, "
+                            "alsa-utils, freedesktop sounds, fluidsynth music, asterisk recorded speech with "
+                            "held-out splits)")
   c.add_argument("out")
   c.add_argument("--seconds-of-speech", type=float, default=60.0)
   c.add_argument("--music-pieces", type=int, default=6)
   c.add_argument("--seed", type=int, default=0)
+  c.add_argument("--recorded-max-files", type=int, default=None,
+                 help="at most this many asterisk recordings per language (default: all)")
   c.set_defaults(func=_run_make_corpus)

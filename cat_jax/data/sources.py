@@ -1,7 +1,8 @@
 """Random-access audio sources: a folder (or manifest), a TFDS dataset, our ArrayRecord shards.
 
 A source spec string picks one: `folder:PATH`, `tfds:NAME[:SPLIT]` (with `data_dir`),
-`arrayrecord:GLOB` (or a folder of shards). Items are small dicts that `transforms.Decode` turns into audio; an item
+`arrayrecord:GLOB` (or a folder of shards), `corpus:DIR/MANIFEST.jsonl` (a manifest of the bundled
+corpus, which is built offline in DIR first when the manifest is missing; cat_jax/data/corpus.py). Items are small dicts that `transforms.Decode` turns into audio; an item
 that cannot even be fetched becomes {'error': ..., 'path': ...} so a bad record never stops training.
 """
 from __future__ import annotations
@@ -180,6 +181,10 @@ def open_source(spec: str, *, data_dir: str | None = None, tfds_fields: dict | N
     return TfdsSource(name, split or "train", data_dir, fields=tfds_fields, sample_rate=tfds_sample_rate)
   if kind == "arrayrecord":
     return ArrayRecordSource(rest)
+  if kind == "corpus":
+    from cat_jax.data.corpus import ensure_corpus
+    return FolderSource(ensure_corpus(rest))
   if os.path.exists(spec):
     return FolderSource(spec)
-  raise ConfigError(f"unknown source {spec!r}; expected 'folder:PATH', 'tfds:NAME[:SPLIT]' or 'arrayrecord:GLOB'")
+  raise ConfigError(f"unknown source {spec!r}; expected 'folder:PATH', 'tfds:NAME[:SPLIT]', 'arrayrecord:GLOB' "
+                    "or 'corpus:DIR/MANIFEST.jsonl'")

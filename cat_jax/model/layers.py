@@ -84,7 +84,11 @@ class Dense(nnx.Module):
     if dtype is not None:
       x, w = x.astype(dtype), w.astype(dtype)
     n = self.num_in
-    return jnp.tensordot(x, w, axes=(tuple(range(x.ndim - n, x.ndim)), tuple(range(n))))
+    lead = x.shape[: x.ndim - n]
+    # One flat leading axis: with (B, T) kept apart, XLA:CPU transposes the output gradient
+    # through a slow copy before the weight-gradient dot (the stage backward ran 30% slower).
+    y = jnp.tensordot(x.reshape(-1, *x.shape[x.ndim - n:]), w, axes=(tuple(range(1, n + 1)), tuple(range(n))))
+    return y.reshape(*lead, *y.shape[1:])
 
 
 class LayerNorm(nnx.Module):

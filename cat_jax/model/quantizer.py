@@ -78,6 +78,7 @@ class QuantizerOutput(NamedTuple):
   codes: jax.Array  # (n_q, B, T) int32
   commitment_loss: jax.Array  # (n_q,) masked MSE(z_e, sg(z_q)) per quantizer
   codebook_loss: jax.Array  # (n_q,) masked MSE(sg(z_e), z_q) per quantizer
+  latents: jax.Array  # (n_q, B, T, codebook_dim) each quantizer's input z_e (codebook restarts)
 
 
 class ResidualQuantizer(nnx.Module):
@@ -137,11 +138,11 @@ class ResidualQuantizer(nnx.Module):
       cbl = jnp.sum(jnp.square(jax.lax.stop_gradient(z_e) - z_q) * mask) / (denom * d)
       z_q = z_e + jax.lax.stop_gradient(z_q - z_e)  # straight-through
       out = q.project_out(z_q)
-      return (quantized + out * mask, residual - out * mask), (codes, commit, cbl)
+      return (quantized + out * mask, residual - out * mask), (codes, commit, cbl, jax.lax.stop_gradient(z_e))
 
     init = (jnp.zeros_like(z), z)
-    (quantized, _), (codes, commit, cbl) = jax.lax.scan(body, init, (state, jnp.arange(n_q)))
-    return QuantizerOutput(self._out(quantized), codes, commit, cbl)
+    (quantized, _), (codes, commit, cbl, z_e) = jax.lax.scan(body, init, (state, jnp.arange(n_q)))
+    return QuantizerOutput(self._out(quantized), codes, commit, cbl, z_e)
 
   def decode(self, codes: jax.Array) -> jax.Array:
     """codes: (n_q, B, T) -> (B, T, output_dim): sum of the first n_q quantizers' outputs."""

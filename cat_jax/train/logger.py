@@ -1,5 +1,5 @@
-"""Run logging: one JSON object per logged step in WORKDIR/metrics.jsonl, TensorBoard event
-files (tensorboardX, no TensorFlow) and a tqdm progress line. Only process 0 writes."""
+"""Run logging: one JSON object per logged step in WORKDIR/metrics.jsonl (with wall-clock `time`),
+TensorBoard event files (tensorboardX, no TensorFlow) and a tqdm progress line. Only process 0 writes."""
 from __future__ import annotations
 
 import json
@@ -43,8 +43,8 @@ class MetricLogger:
     flat = {prefix + k: v for k, v in _scalars(metrics).items()}
     if not self.enabled:
       return flat
-    self._jsonl.write(json.dumps({"step": step, **{k: (v if math.isfinite(v) else None)
-                                                   for k, v in flat.items()}}) + "\n")
+    row = {k: (v if math.isfinite(v) else None) for k, v in flat.items()}
+    self._jsonl.write(json.dumps({"step": step, **row, "time": time.time()}) + "\n")  # time: wall clock (s)
     self._jsonl.flush()
     for k, v in flat.items():
       if math.isfinite(v):

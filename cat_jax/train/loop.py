@@ -66,23 +66,27 @@ class _Preemption:
     return bool(np.max(multihost_utils.process_allgather(np.array([self.flag]))))
 
 
-def segment_samples(cfg, downsample_rate: int, sample_rate: int) -> int:
-  """cfg.segment_seconds rounded up to whole frames."""
-  frames = max(1, int(np.ceil(cfg.segment_seconds * sample_rate / downsample_rate)))
+def segment_samples(seconds: float, downsample_rate: int, sample_rate: int) -> int:
+  """A segment length in seconds rounded up to whole frames, in samples."""
+  frames = max(1, int(np.ceil(seconds * sample_rate / downsample_rate)))
   return frames * downsample_rate
 
 
-def make_data(cfg, mc, seed_offset: int = 0, batch_size: int | None = None):
+def make_data(cfg, mc, seed_offset: int = 0, batch_size: int | None = None, source: str | None = None,
+              segment_seconds: float | None = None):
+  """The training iterator (or, with `source`/`segment_seconds`, another one shaped like it)."""
   from cat_jax.data.pipeline import make_iterator
-  src = cfg.data.source
+  src = source or cfg.data.source
   if not isinstance(src, str) or ":" not in src:
-    raise ConfigError(f"data.source must be folder:PATH, tfds:NAME[:SPLIT] or arrayrecord:GLOB, got {src!r}")
+    raise ConfigError(f"data.source must be folder:PATH, tfds:NAME[:SPLIT], arrayrecord:GLOB or "
+                      f"corpus:DIR/MANIFEST.jsonl, got {src!r}")
   d = cfg.data
   return make_iterator(
       src, sample_rate=mc.sampling_rate, channels=mc.channels,
-      segment_samples=segment_samples(cfg, mc.downsample_rate, mc.sampling_rate),
+      segment_samples=segment_samples(segment_seconds or cfg.segment_seconds, mc.downsample_rate, mc.sampling_rate),
       batch_size=batch_size or cfg.batch_size, seed=cfg.seed + seed_offset,
       max_text_len=d.get("max_text_len", 128), num_workers=d.get("num_workers", 0),
+      gain_db=tuple(d.gain_db) if d.get("gain_db", None) else None,
       shard_index=jax.process_index(), shard_count=jax.process_count(), data_dir=d.get("data_dir", None))
 
 
@@ -126,8 +130,9 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
     return steps[stage]
 
   eval_batch = None
-  if cfg.get("eval_every"):
-    held_out = make_data(cfg, mc, seed_offset=10_000)
+  if cfg.get("eval_every"):  # a fixed batch: of data.eval_source (e.g. unseen voices) or held out of the training data
+    held_out = make_data(cfg, mc, seed_offset=10_000, batch_size=cfg.get("eval_batch_size", None),
+                         source=cfg.data.get("eval_source", None), segment_seconds=cfg.get("eval_segment_seconds", None))
     eval_batch = next(held_out)
     held_out.close()
   log = MetricLogger(workdir, cfg.num_steps, start, enabled=jax.process_index() == 0)
@@ -178,8 +183,8 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
 def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
   """Reconstruction metrics on a fixed held-out batch for a sweep of codebook counts: the training
   mel/STFT/SI-SDR on the whole batch, and the paper's metrics (STOI, PESQ, mel loss, STFT distance,
-  SC, SI-SDR, SDR; cat_jax.eval.metrics) on its first clip, whose audio and mel picture go to
-  TensorBoard."""
+  SC, SI-SDR, SDR; cat_jax.eval.metrics) averaged over its first `eval_clips` clips (default 1); the
+  first clip's audio and mel picture go to TensorBoard."""
   from cat_jax.eval.metrics import compute_all
   mc = trainer.model_config
   batch = {k: v for k, v in batch.items() if k in ("audio", "lengths")}
@@ -193,14 +198,19 @@ def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
     for k, v in m.items():
       out[f"eval/{k}@{n_q}"] = float(v)
   out["eval/mel"] = out[f"eval/mel@{n}"]
-  if log.enabled and jax.process_count() == 1:  # one clip, one host: multi-host runs log the batch metrics
-    x, lengths = jnp.asarray(batch["audio"][:1]), jnp.asarray(batch["lengths"][:1])
+  if log.enabled and jax.process_count() == 1:  # one host: multi-host runs log the batch metrics
+    clips = max(1, min(int(trainer.config.get("eval_clips", 1)), len(batch["lengths"])))
+    x, lengths = jnp.asarray(batch["audio"][:clips]), jnp.asarray(batch["lengths"][:clips])
+    for n_q in nqs:
+      ys = np.asarray(_reconstruct_fn(trainer)(state.codec, x, lengths, jnp.int32(n_q))[0])
+      scores = [compute_all(np.asarray(batch["audio"][i, :int(lengths[i])]).mean(-1),
+                            ys[i, :int(lengths[i])].mean(-1), mc.sampling_rate) for i in range(clips)]
+      for k in scores[0]:
+        vals = np.array([sc[k] for sc in scores], np.float64)
+        out[f"eval/paper/{k}@{n_q}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
     length = int(lengths[0])
     ref = np.asarray(batch["audio"][0, :length])
-    for n_q in nqs:
-      y = np.asarray(_reconstruct_fn(trainer)(state.codec, x, lengths, jnp.int32(n_q))[0])[0, :length]
-      for k, v in compute_all(ref.mean(-1), y.mean(-1), mc.sampling_rate).items():
-        out[f"eval/paper/{k}@{n_q}"] = float(v)
+    y = ys[0, :length]
     log.audio("eval/reference", ref, step, mc.sampling_rate)
     log.mel_image("eval/mel_reference", ref, step, mc.sampling_rate)
     log.audio("eval/reconstruction", y, step, mc.sampling_rate)  # all codebooks (the last n_q)

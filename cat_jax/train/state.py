@@ -34,6 +34,7 @@ class TrainState:
   ema: Any  # nnx.State like codec, or None when EMA is off
   rng: jax.Array  # PRNG key for quantizer dropout
   skipped: jax.Array  # () int32, updates skipped for non-finite loss/gradients
+  code_usage: jax.Array  # (n_q, K) float32 moving average of each codebook row's share (codebook_restart.py)
 
   @property
   def gen_params(self) -> dict:
@@ -97,7 +98,8 @@ def init_state(trainer: Trainer, key: jax.Array, codec_params: Any = None) -> Tr
   return TrainState(
       step=jnp.zeros((), jnp.int32), codec=codec, lm=lm, disc=disc,
       gen_opt=trainer.gen_tx.init({"codec": codec, "lm": lm}), disc_opt=trainer.disc_tx.init(disc),
-      ema=jax.tree.map(jnp.copy, codec) if ema_on else None, rng=k_rng, skipped=jnp.zeros((), jnp.int32))
+      ema=jax.tree.map(jnp.copy, codec) if ema_on else None, rng=k_rng, skipped=jnp.zeros((), jnp.int32),
+      code_usage=jnp.ones((trainer.model_config.num_quantizers, trainer.model_config.codebook_size), jnp.float32))
 
 
 def pretrained_codec_params(path, model_config: CATConfig):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from cat_jax.train import losses
+from cat_jax.train import codebook_restart, losses
 from cat_jax.train import metrics as metrics_lib
 from cat_jax.train import optimizer as opt_lib
 from cat_jax.train.semantic_lm import text_loss
@@ -92,9 +92,9 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
     q = out.quantizer
     outs = (out.audio.astype(jnp.float32), q.quantized.astype(jnp.float32), q.commitment_loss.sum(),
             q.codebook_loss.sum())
-    return outs, (q.codes, out.frame_lengths)
+    return outs, (q.codes, out.frame_lengths, q.latents)
 
-  outs, codec_vjp, (codes, flen) = jax.vjp(codec_fwd, state.codec, has_aux=True)
+  outs, codec_vjp, (codes, flen, latents) = jax.vjp(codec_fwd, state.codec, has_aux=True)
   mets = {}
 
   # ---- discriminator update (stage 2 only) -----------------------------------------------
@@ -140,9 +140,11 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   g_ok = jnp.isfinite(total) & _all_finite(grads)
   new_params = _where_finite(g_ok, optax.apply_updates(params, upd), params)
   gen_opt = _where_finite(g_ok, new_gopt, state.gen_opt)
+  codec_params, code_usage, restarts = _restart_codes(cfg, state, new_params["codec"], codes, flen, active, latents,
+                                                      g_ok, rng)
   ema = state.ema
   if ema is not None:
-    ema = _where_finite(g_ok, opt_lib.ema_update(ema, new_params["codec"], cfg.optim.ema_decay), ema)
+    ema = _where_finite(g_ok, opt_lib.ema_update(ema, codec_params, cfg.optim.ema_decay), ema)
 
   skip = (~g_ok).astype(jnp.int32) + d_skip
   usage, ppl = metrics_lib.codebook_stats(codes, flen, trainer.model_config.codebook_size, active)
@@ -156,11 +158,28 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
       "lr/disc": trainer.disc_schedule(jnp.maximum(state.step - stage1, 0)) * adversarial,
       "skipped": skip, "skipped_total": state.skipped + skip, "adversarial": jnp.asarray(adversarial, jnp.int32),
       "active_mean": (jnp.full((b,), n_q) if active is None else active).astype(jnp.float32).mean(),
-      "codebook_usage": usage, "codebook_perplexity": ppl,
+      "codebook_usage": usage, "codebook_perplexity": ppl, "codebook_restarts": restarts,
   })
-  new_state = state.replace(step=state.step + 1, codec=new_params["codec"], lm=new_params["lm"], disc=disc,
-                            gen_opt=gen_opt, disc_opt=disc_opt, ema=ema, skipped=state.skipped + skip)
+  new_state = state.replace(step=state.step + 1, codec=codec_params, lm=new_params["lm"], disc=disc,
+                            gen_opt=gen_opt, disc_opt=disc_opt, ema=ema, skipped=state.skipped + skip,
+                            code_usage=code_usage)
   return new_state, mets
+
+
+def _restart_codes(cfg, state: TrainState, codec, codes, flen, active, latents, ok, rng):
+  """Usage tracking and dead-code restarts (cfg.codebook_restart: decay, threshold; off when absent
+  or threshold 0). Skipped steps change nothing. Returns (codec, code_usage, restarted rows)."""
+  rc = cfg.get("codebook_restart", None)
+  if not rc or not float(rc.get("threshold", 0.0)):
+    return codec, state.code_usage, jnp.zeros((), jnp.int32)
+  n_q, _, t = codes.shape
+  frame_mask = (jnp.arange(t)[None, :] < flen[:, None]).astype(jnp.float32)
+  weights = codebook_restart.frame_weights(frame_mask, active, n_q)
+  usage = codebook_restart.update_usage(state.code_usage, codes, weights, float(rc.decay))
+  new_codec, usage, n = codebook_restart.restart_dead_codes(codec, usage, latents, weights,
+                                                            jax.random.fold_in(rng, 1), float(rc.threshold))
+  return (_where_finite(ok, new_codec, codec), jnp.where(ok, usage, state.code_usage),
+          jnp.where(ok, n, 0))
 
 
 def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array | None = None, *,

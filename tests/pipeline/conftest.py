@@ -1,4 +1,5 @@
-"""Session fixtures: one small real-audio corpus (espeak-ng, alsa, freedesktop, fluidsynth), built in a tmp dir."""
+"""Session fixtures: one small real-audio corpus (espeak-ng, alsa, freedesktop, fluidsynth, a few asterisk
+recordings), built in a tmp dir."""
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import pytest
 def corpus_dir(tmp_path_factory):
   from cat_jax.data.corpus import build_corpus
   out = tmp_path_factory.mktemp("corpus")
-  build_corpus(out, seconds_of_speech=6.0, music_pieces=2, seed=0)
+  build_corpus(out, seconds_of_speech=6.0, music_pieces=2, seed=0, recorded_max_files=3)
   return str(out)
 
 

@@ -27,7 +27,7 @@ def test_corpus_contents(corpus_dir, corpus_rows):
   by = {}
   for r in corpus_rows:
     by.setdefault(r["source"], []).append(r)
-  assert set(by) == {"espeak", "alsa", "freedesktop", "fluidsynth"}
+  assert set(by) == {"espeak", "alsa", "freedesktop", "fluidsynth", "asterisk"}
   assert len(by["alsa"]) == 9 and len(by["freedesktop"]) == 35 and len(by["fluidsynth"]) == 2
   speech_s = sum(sf.info(os.path.join(corpus_dir, r["path"])).duration for r in by["espeak"])
   assert speech_s >= 6.0 and len({r["language"] for r in by["espeak"]}) >= 2

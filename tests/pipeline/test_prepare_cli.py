@@ -27,8 +27,8 @@ def test_prepare_subcommand(small_folder, tmp_path, capsys):
 
 def test_make_corpus_subcommand(tmp_path, capsys):
   args = parser().parse_args(["make-corpus", str(tmp_path / "c"), "--seconds-of-speech", "1",
-                              "--music-pieces", "1"])
+                              "--music-pieces", "1", "--recorded-max-files", "2"])
   assert args.func(args) == 0
   rows = [json.loads(line) for line in open(tmp_path / "c" / "manifest.jsonl")]
-  assert {r["source"] for r in rows} == {"espeak", "alsa", "freedesktop", "fluidsynth"}
+  assert {r["source"] for r in rows} == {"espeak", "alsa", "freedesktop", "fluidsynth", "asterisk"}
   assert f"wrote {len(rows)} clips" in capsys.readouterr().out

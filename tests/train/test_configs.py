@@ -16,7 +16,7 @@ def _count(make):
   return sum(int(x.size) for x in jax.tree.leaves(nnx.state(nnx.eval_shape(make), nnx.Param)))
 
 
-@pytest.mark.parametrize("name", ["tiny", "base", "moss_audio_tokenizer", "finetune_decoder"])
+@pytest.mark.parametrize("name", ["tiny", "base", "moss_audio_tokenizer", "finetune_decoder", "speech_cpu"])
 def test_required_keys_and_paper_weights(config_fn, name):
   c = config_fn(name)
   for k in KEYS:

@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def corpus(tmp_path_factory):
   from cat_jax.data.corpus import build_corpus
   out = tmp_path_factory.mktemp("corpus")
-  build_corpus(out, seconds_of_speech=8, music_pieces=1, seed=0)
+  build_corpus(out, seconds_of_speech=8, music_pieces=1, seed=0, recorded_max_files=3)
   return out
 
 
