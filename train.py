@@ -61,6 +61,10 @@ def demo(workdir: str) -> None:
   from configs import speech_cpu
 
   cfg = speech_cpu.get_config("demo")
+  if os.environ.get("CAT_JAX_DEMO_STEPS"):  # a shorter run (smoke tests): stage 1 only
+    cfg.num_steps = cfg.schedule.stage1_steps = int(os.environ["CAT_JAX_DEMO_STEPS"])
+    cfg.schedule.stage2_steps = 0
+    cfg.optim.gen.decay_steps = cfg.optim.disc.decay_steps = cfg.num_steps
   t0 = time.perf_counter()
   res = loop.train(cfg, workdir, log_every=FLAGS.log_every)
   print(f"\n[demo] trained to step {res.step} in {time.perf_counter() - t0:.0f} s")

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian audio packages (for the bundled real-audio corpus) and .venv.
+# Idempotent set-up: Debian audio packages (the bundled real-audio corpus: espeak-ng, alsa words,
+# freedesktop sounds, fluidsynth music, asterisk recorded speech decoded by ffmpeg; the codec2 and
+# opus-tools baselines) and .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="alsa-utils sound-theme-freedesktop espeak-ng sox fluidsynth timgm6mb-soundfont libsndfile1"
+PKGS="alsa-utils sound-theme-freedesktop espeak-ng sox fluidsynth timgm6mb-soundfont libsndfile1 ffmpeg codec2 opus-tools"
+for lang in en es it ru; do PKGS="$PKGS asterisk-core-sounds-$lang asterisk-core-sounds-$lang-g722"; done  # not fr: held out
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then

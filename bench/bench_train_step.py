@@ -1,7 +1,9 @@
-"""Times the sharded train step: compile seconds, step seconds, tokens/s (token = one 12.5 Hz
-frame of one example) and model-FLOPs utilisation against the accelerator's peak.
+"""Times the sharded train step: compile seconds, step seconds, steps/s, audio-seconds/s, tokens/s
+(token = one frame of one example at the codec's frame rate) and model-FLOPs utilisation against
+the accelerator's peak.
 
   .venv/bin/python bench/bench_train_step.py --config tiny --batch 4 --seconds 0.96
+  .venv/bin/python bench/bench_train_step.py --config speech_cpu --batch 8 --seconds 1.28 --steps 5
   .venv/bin/python bench/bench_train_step.py --config base --batch 2 --seconds 1.92 --steps 3
   .venv/bin/python bench/bench_train_step.py --config tiny --depth_sweep 1,2,4,8
 
@@ -138,7 +140,9 @@ def bench(cfg, batch: int, seconds: float, steps: int, stage, peak: float | None
       "params_gen": n_gen, "params_disc": state_lib.num_params(state.disc), "remat": bool(cfg.get("remat", False)),
       "compute_dtype": cfg.get("compute_dtype", "float32"), "mesh": dict(mesh.shape),
       "init_s": round(init_s, 2), "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
-      "tokens_per_s": round(tokens / step_s, 2), "loss": float(m["loss"]),
+      "tokens_per_s": round(tokens / step_s, 2), "steps_per_s": round(1.0 / step_s, 3),
+      "audio_seconds_per_s": round(batch * frames * trainer.model_config.downsample_rate
+                                   / trainer.model_config.sampling_rate / step_s, 2), "loss": float(m["loss"]),
       "model_flops_per_step": analytic, "xla_flops_per_step": xla_flops, "rule_6nt_flops_per_step": rule_flops,
       "achieved_flops_per_s": xla_flops / step_s,
       "temp_bytes": int(mem.temp_size_in_bytes) if mem else None,

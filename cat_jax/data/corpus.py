@@ -290,7 +290,10 @@ def validation_clips(manifest_path: str | os.PathLike, sample_rate: int, count: 
   (C, T) at `sample_rate` mono. Returns (name, audio) pairs."""
   from cat_jax.audio import load_audio
   from cat_jax.data.sources import read_manifest
-  rows = sorted(read_manifest(os.fspath(manifest_path)), key=lambda r: r["path"])
+  path = os.fspath(manifest_path)
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path}: no such split manifest (build the corpus with `cat-jax make-corpus DIR`)")
+  rows = sorted(read_manifest(path), key=lambda r: r["path"])
   clips = []
   for r in rows:
     if _seconds(r["path"]) < min_seconds:

@@ -261,10 +261,16 @@ def run(args) -> int:
       bl.check_available(name)
     if args.max_clips is not None and args.max_clips < 1:
       raise CATError(f"--max-clips must be at least 1, got {args.max_clips}")
-    files = find_audio(args.data, args.max_clips)
+    split = args.data.endswith(".jsonl")  # a corpus split manifest: the fixed evaluation set drawn from it
+    files = [] if split else find_audio(args.data, args.max_clips)
     model = load_model(args.model, getattr(args, "checkpoint", None))
     cfg = model.config
-    clips = (load_audio(f, cfg.sampling_rate, cfg.channels) for f in files)
+    if split:
+      from cat_jax.data.corpus import validation_clips
+      pairs = validation_clips(args.data, cfg.sampling_rate, args.max_clips or 26)
+      files, clips = [name for name, _ in pairs], [map_channels(x, cfg.channels) for _, x in pairs]
+    else:
+      clips = (load_audio(f, cfg.sampling_rate, cfg.channels) for f in files)
     rows = evaluate(model, clips, nqs, out_dir=args.out, verbose=True, baselines=names)
   except CATError as e:
     print(f"error: {e}", file=sys.stderr)
@@ -281,7 +287,8 @@ def register(subparsers) -> None:
                             description=__doc__)
   p.add_argument("--model", help="model directory: config.json + model.safetensors")
   p.add_argument("--checkpoint", help="a training run's WORKDIR (its newest checkpoint)")
-  p.add_argument("--data", required=True, help="an audio file or a folder of audio files")
+  p.add_argument("--data", required=True, help="an audio file, a folder of audio files, or a corpus split "
+                 "manifest such as runs/corpus/val_voice.jsonl (--max-clips clips spread over it, default 26)")
   p.add_argument("--num-quantizers", help="comma-separated codebook counts (default 1,2,4,8,... up to the model's)")
   p.add_argument("--out", default="eval_out", help="output folder (default: eval_out)")
   p.add_argument("--max-clips", type=int, help="evaluate at most this many files")
