@@ -19,7 +19,7 @@ from cat_jax.audio import load_audio, map_channels, resample
 from cat_jax.codec import bucket
 from cat_jax.errors import AudioError, CATError, CodesError
 from cat_jax.eval import baselines as bl
-from cat_jax.eval.metrics import METRICS, compute_all
+from cat_jax.eval.metrics import METRICS, compute_all, display_mel
 
 DEFAULT_QUANTIZERS = (1, 2, 4, 8, 16, 32)
 # (row key, header): the paper's columns first, then ours.
@@ -303,9 +303,7 @@ def mel_comparison(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sr: int,
   from matplotlib.figure import Figure
   fig = Figure(figsize=(11, 2.6 * len(pairs)))
   for i, (title, ref, est) in enumerate(pairs):
-    mels = [librosa.power_to_db(librosa.feature.melspectrogram(y=np.asarray(a, np.float32), sr=sr, n_fft=1024,
-                                                               hop_length=256, n_mels=80), ref=1.0, top_db=None)
-            for a in (ref, est)]
+    mels = [librosa.power_to_db(display_mel(a, sr), ref=1.0, top_db=None) for a in (ref, est)]
     top = max(m.max() for m in mels)
     for j, (m, side) in enumerate(zip(mels, ("input", "output"))):
       ax = fig.add_subplot(len(pairs), 2, 2 * i + j + 1)

@@ -73,6 +73,12 @@ def _mel_filters(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
   return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=8000.0)
 
 
+def display_mel(x: np.ndarray, sr: int) -> np.ndarray:
+  """Power mel spectrogram (80 bins, window 1024, hop 256) of a 1-D clip, for pictures (not a metric)."""
+  import librosa
+  return librosa.feature.melspectrogram(y=np.asarray(x, np.float32), sr=sr, n_fft=1024, hop_length=256, n_mels=80)
+
+
 def _log_and_linear_l1(a: np.ndarray, b: np.ndarray) -> float:
   """mean|log10(clamp(a)^2) - log10(clamp(b)^2)| + mean|a - b|."""
   la = np.log10(np.maximum(a, CLAMP) ** 2)

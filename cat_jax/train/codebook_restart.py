@@ -22,19 +22,11 @@ def _is_codebook(path) -> bool:
   return keys[:3] == CODEBOOK_PATH
 
 
-def frame_weights(frame_mask: jax.Array, active: jax.Array | None, n_q: int) -> jax.Array:
-  """(n_q, B, T) 1.0 where quantizer i coded frame t of example b (valid, i < active[b])."""
-  w = jnp.broadcast_to(frame_mask[None], (n_q, *frame_mask.shape))
-  if active is not None:
-    w = w * (jnp.arange(n_q)[:, None] < active[None, :]).astype(w.dtype)[..., None]
-  return w
-
-
-def update_usage(usage: jax.Array, codes: jax.Array, weights: jax.Array, decay: float) -> jax.Array:
+def update_usage(usage: jax.Array, counts: jax.Array, decay: float) -> jax.Array:
   """usage (n_q, K) <- decay * usage + (1 - decay) * K * (share of this batch's frames per row).
-  codes, weights: (n_q, B, T). A quantizer that coded no frame keeps its usage."""
+  counts: (n_q, K) frames coded by each row (metrics.code_counts). A quantizer that coded no
+  frame keeps its usage."""
   k = usage.shape[1]
-  counts = jax.vmap(lambda c, w: jnp.zeros((k,), jnp.float32).at[c.reshape(-1)].add(w.reshape(-1)))(codes, weights)
   total = counts.sum(-1, keepdims=True)
   share = counts * k / jnp.maximum(total, 1.0)
   new = decay * usage + (1.0 - decay) * share
@@ -44,7 +36,7 @@ def update_usage(usage: jax.Array, codes: jax.Array, weights: jax.Array, decay: 
 def restart_dead_codes(codec, usage: jax.Array, latents: jax.Array, weights: jax.Array, key: jax.Array,
                        threshold: float):
   """Replaces rows with usage < threshold by random latents of frames the quantizer coded.
-  latents: (n_q, B, T, d) the quantizers' inputs z_e. Returns (codec, usage, restarted count)."""
+  latents: (n_q, B, T, d) the quantizers' inputs z_e; weights (n_q, B, T) from metrics.code_weights. Returns (codec, usage, restarted count)."""
   n_q, b, t, d = latents.shape
   flat = latents.reshape(n_q, b * t, d).astype(jnp.float32)
   w = weights.reshape(n_q, b * t)

@@ -73,9 +73,9 @@ class MetricLogger:
     if not self.enabled:
       return
     import librosa
+    from cat_jax.eval.metrics import display_mel
     a = np.asarray(audio, np.float32)
-    a = a if a.ndim == 1 else a.mean(-1)
-    mel = librosa.feature.melspectrogram(y=a, sr=sample_rate, n_fft=1024, hop_length=256, n_mels=80)
+    mel = display_mel(a if a.ndim == 1 else a.mean(-1), sample_rate)
     db = librosa.power_to_db(mel, ref=np.max(mel) + 1e-10, top_db=80.0)
     img = ((db - db.min()) / max(db.max() - db.min(), 1e-6))[::-1]  # low frequencies at the bottom
     self._writer.add_image(tag, img[None], step, dataformats="CHW")

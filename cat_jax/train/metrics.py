@@ -6,17 +6,32 @@ import jax
 import jax.numpy as jnp
 
 
+def code_weights(frame_lengths: jax.Array, n_q: int, frames: int, active: jax.Array | None = None) -> jax.Array:
+  """(n_q, B, F) 1.0 where quantizer i coded frame f of example b (a valid frame, i < active[b])."""
+  w = (jnp.arange(frames)[None, :] < frame_lengths[:, None]).astype(jnp.float32)  # (B, F)
+  w = jnp.broadcast_to(w[None], (n_q, *w.shape))
+  if active is not None:
+    w = w * (jnp.arange(n_q)[:, None] < active[None, :]).astype(jnp.float32)[..., None]
+  return w
+
+
+def code_counts(codes: jax.Array, weights: jax.Array, codebook_size: int) -> jax.Array:
+  """codes, weights (n_q, B, F) -> (n_q, K) weighted number of frames coded by each row."""
+  rows = jnp.broadcast_to(jnp.arange(codes.shape[0])[:, None, None], codes.shape)
+  return jnp.zeros((codes.shape[0], codebook_size), jnp.float32).at[rows, codes].add(weights)
+
+
 def codebook_stats(codes: jax.Array, frame_lengths: jax.Array, codebook_size: int,
                    active: jax.Array | None = None):
   """codes (n_q, B, F) -> (usage (n_q,), perplexity (n_q,)) over valid frames of examples using
-  that quantizer: usage = fraction of entries hit at least once, perplexity = exp(entropy)."""
-  n_q, b, f = codes.shape
-  w = (jnp.arange(f)[None, :] < frame_lengths[:, None]).astype(jnp.float32)  # (B, F)
-  w = jnp.broadcast_to(w[None], (n_q, b, f))
-  if active is not None:
-    w = w * (jnp.arange(n_q)[:, None] < active[None, :]).astype(jnp.float32)[..., None]
-  rows = jnp.broadcast_to(jnp.arange(n_q)[:, None, None], codes.shape)
-  counts = jnp.zeros((n_q, codebook_size), jnp.float32).at[rows, codes].add(w)  # (n_q, K)
+  that quantizer (see usage_perplexity)."""
+  n_q, _, f = codes.shape
+  return usage_perplexity(code_counts(codes, code_weights(frame_lengths, n_q, f, active), codebook_size))
+
+
+def usage_perplexity(counts: jax.Array):
+  """(n_q, K) counts -> (usage, perplexity), each (n_q,): usage = fraction of entries hit at least
+  once, perplexity = exp(entropy)."""
   p = counts / jnp.maximum(counts.sum(-1, keepdims=True), 1.0)
   entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
   return (counts > 0).mean(-1), jnp.exp(entropy)

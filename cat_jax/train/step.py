@@ -140,14 +140,16 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   g_ok = jnp.isfinite(total) & _all_finite(grads)
   new_params = _where_finite(g_ok, optax.apply_updates(params, upd), params)
   gen_opt = _where_finite(g_ok, new_gopt, state.gen_opt)
-  codec_params, code_usage, restarts = _restart_codes(cfg, state, new_params["codec"], codes, flen, active, latents,
+  weights = metrics_lib.code_weights(flen, n_q, codes.shape[-1], active)  # (n_q, B, F): frames each quantizer coded
+  counts = metrics_lib.code_counts(codes, weights, trainer.model_config.codebook_size)
+  codec_params, code_usage, restarts = _restart_codes(cfg, state, new_params["codec"], counts, weights, latents,
                                                       g_ok, rng)
   ema = state.ema
   if ema is not None:
     ema = _where_finite(g_ok, opt_lib.ema_update(ema, codec_params, cfg.optim.ema_decay), ema)
 
   skip = (~g_ok).astype(jnp.int32) + d_skip
-  usage, ppl = metrics_lib.codebook_stats(codes, flen, trainer.model_config.codebook_size, active)
+  usage, ppl = metrics_lib.usage_perplexity(counts)
   stage1 = cfg.schedule.stage1_steps
   mets.update(parts)
   mets.update(_part_norms({"encoder": g_codec["encoder"], "quantizer": g_codec["quantizer"],
@@ -166,16 +168,13 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   return new_state, mets
 
 
-def _restart_codes(cfg, state: TrainState, codec, codes, flen, active, latents, ok, rng):
+def _restart_codes(cfg, state: TrainState, codec, counts, weights, latents, ok, rng):
   """Usage tracking and dead-code restarts (cfg.codebook_restart: decay, threshold; off when absent
   or threshold 0). Skipped steps change nothing. Returns (codec, code_usage, restarted rows)."""
   rc = cfg.get("codebook_restart", None)
   if not rc or not float(rc.get("threshold", 0.0)):
     return codec, state.code_usage, jnp.zeros((), jnp.int32)
-  n_q, _, t = codes.shape
-  frame_mask = (jnp.arange(t)[None, :] < flen[:, None]).astype(jnp.float32)
-  weights = codebook_restart.frame_weights(frame_mask, active, n_q)
-  usage = codebook_restart.update_usage(state.code_usage, codes, weights, float(rc.decay))
+  usage = codebook_restart.update_usage(state.code_usage, counts, float(rc.decay))
   new_codec, usage, n = codebook_restart.restart_dead_codes(codec, usage, latents, weights,
                                                             jax.random.fold_in(rng, 1), float(rc.threshold))
   return (_where_finite(ok, new_codec, codec), jnp.where(ok, usage, state.code_usage),

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cat_jax.train import codebook_restart as cr
+from cat_jax.train import metrics
 
 
 def _codec(cb):
@@ -12,9 +13,8 @@ def _codec(cb):
 
 def test_usage_is_share_of_coded_frames():
   codes = jnp.array([[[0, 0, 1, 3]], [[2, 2, 2, 2]]])  # (n_q=2, B=1, T=4)
-  frame_mask = jnp.array([[1.0, 1.0, 1.0, 0.0]])  # last frame is padding
-  w = cr.frame_weights(frame_mask, jnp.array([1]), 2)  # the example uses only quantizer 0
-  u = cr.update_usage(jnp.ones((2, 4)), codes, w, decay=0.5)
+  w = metrics.code_weights(jnp.array([3]), 2, 4, jnp.array([1]))  # last frame padding; only quantizer 0 used
+  u = cr.update_usage(jnp.ones((2, 4)), metrics.code_counts(codes, w, 4), decay=0.5)
   # quantizer 0: shares (2/3, 1/3, 0, 0) * K=4 -> (8/3, 4/3, 0, 0); averaged with 1.0
   np.testing.assert_allclose(u[0], [0.5 + 0.5 * 8 / 3, 0.5 + 0.5 * 4 / 3, 0.5, 0.5], rtol=1e-6)
   np.testing.assert_allclose(u[1], [1, 1, 1, 1])  # coded no frame: unchanged
