@@ -2,37 +2,41 @@
 """Train CAT.
 
   python3 train.py --config=configs/tiny.py --workdir=runs/tiny [--config.num_steps=200 ...]
-  python3 train.py      # the bundled default: real-speech corpus -> configs/speech_cpu.py:demo -> export
-                        #   -> scored on an unseen voice beside Codec2 and Opus -> wavs, mel pictures, curves
+  python3 train.py      # the bundled default (cat_jax/train/demo.py): real-speech corpus -> configs/speech_cpu.py:demo
+                        #   -> export -> scored on an unseen voice beside Codec2 and Opus -> wavs, mel pictures, curves
 
-Without a usable environment this script first sets one up (`.ci/setup.sh`: Debian audio packages
-and a .venv with JAX, Flax and a CPU torch), then re-runs itself inside it. Rerunning the same
-command resumes from WORKDIR's newest checkpoint; SIGTERM saves a checkpoint and exits.
+The recipe is parsed once into a typed config (cat_jax/train/train_config.py): an unknown key or a
+bad value stops here with one line naming it. Rerunning the same command resumes from WORKDIR's
+newest checkpoint; SIGTERM saves a checkpoint and exits. Set-up (Debian audio packages, the .venv
+with JAX, Flax and a CPU torch) is `bash .ci/setup.sh`; run from another interpreter, this script
+re-runs itself in that .venv, running the set-up script first on a fresh machine.
 """
 import os
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _bootstrap():
-  """Re-exec inside .venv unless this interpreter already has the stack."""
+def _use_venv():
+  """Re-exec in .venv/bin/python when this interpreter lacks the stack (nothing is installed here)."""
   try:
-    import absl, flax, grain, jax, ml_collections, orbax.checkpoint, cat_jax  # noqa: F401
+    import absl, flax, jax, ml_collections, cat_jax  # noqa: F401
     return
-  except ImportError:
-    pass
+  except ImportError as e:
+    missing = e.name
   venv_python = os.path.join(HERE, ".venv", "bin", "python")
-  if os.path.realpath(sys.executable) == os.path.realpath(venv_python) and os.environ.get("CAT_JAX_BOOTSTRAPPED"):
-    raise SystemExit("train.py: the .venv is incomplete; run `bash .ci/setup.sh` and read its output")
-  subprocess.check_call(["bash", os.path.join(HERE, ".ci", "setup.sh")])
-  os.environ["CAT_JAX_BOOTSTRAPPED"] = "1"
+  if os.path.realpath(sys.executable) == os.path.realpath(venv_python):
+    raise SystemExit(f"train.py: {missing} is missing from .venv; rerun `bash .ci/setup.sh`")
+  if not os.path.exists(venv_python):  # a fresh machine: the one set-up script, then this command again
+    import subprocess
+    print(f"train.py: {missing} is not installed; setting up with `bash .ci/setup.sh` (once)", flush=True)
+    if subprocess.call(["bash", os.path.join(HERE, ".ci", "setup.sh")]) != 0:
+      raise SystemExit("train.py: set-up failed (see above); fix it and rerun `bash .ci/setup.sh`")
   os.execv(venv_python, [venv_python, os.path.abspath(__file__)] + sys.argv[1:])
 
 
 if __name__ == "__main__":
-  _bootstrap()
+  _use_venv()
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -41,79 +45,41 @@ config_flags.DEFINE_config_file("config", None, "a recipe in configs/ (e.g. conf
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics.jsonl and TensorBoard events go")
 flags.DEFINE_integer("log_every", 10, "log metrics every N steps")
 FLAGS = flags.FLAGS
+_IN_MAIN = []  # set once flags are parsed: an AttributeError before that is a bad --config.KEY override
 
 
-def demo(workdir: str) -> None:
-  """The README's main job: train configs/speech_cpu.py:demo on real speech (the corpus is built
-  offline on first use), export it to the reference layout, and score the export on a voice and
-  language it never heard, beside Codec2 and Opus on the same clips; writes reconstructions (wav),
-  input/output mel pictures and the learning curves."""
-  import time
-
-  from cat_jax import CAT
-  from cat_jax.audio import write_audio
-  from cat_jax.checkpoint import export_workdir
-  from cat_jax.data.corpus import validation_clips
-  from cat_jax.eval import baselines
-  from cat_jax.eval.evaluate import evaluate, markdown_table, mel_comparison
-  from cat_jax.train import loop
-  from cat_jax.train.plot import plot_run
-  from configs import speech_cpu
-
-  cfg = speech_cpu.get_config("demo")
-  if os.environ.get("CAT_JAX_DEMO_STEPS"):  # a shorter run (smoke tests): stage 1 only
-    cfg.num_steps = cfg.schedule.stage1_steps = int(os.environ["CAT_JAX_DEMO_STEPS"])
-    cfg.schedule.stage2_steps = 0
-    cfg.optim.gen.decay_steps = cfg.optim.disc.decay_steps = cfg.num_steps
-  t0 = time.perf_counter()
-  res = loop.train(cfg, workdir, log_every=FLAGS.log_every)
-  print(f"\n[demo] trained to step {res.step} in {time.perf_counter() - t0:.0f} s")
-  export = os.path.join(workdir, "export")
-  export_workdir(workdir, export)
-  model = CAT.from_pretrained(export)
-  clips = validation_clips(cfg.data.eval_source.partition(":")[2], model.config.sampling_rate)
-  names = []
-  for name in baselines.parse_baselines("codec2,opus"):
-    try:
-      baselines.check_available(name)
-      names.append(name)
-    except baselines.BaselineUnavailableError as e:
-      print(f"[demo] {e}; its row is left out")
-  n = model.config.num_quantizers
-  rows = evaluate(model, [c for _, c in clips], sorted({1, max(1, n // 2), n}), baselines=names,
-                  out_dir=os.path.join(workdir, "eval"))
-  secs = sum(c.shape[-1] for _, c in clips) / model.config.sampling_rate
-  print(f"\n[demo] {len(clips)} clips ({secs:.0f} s) of a voice and language never trained on "
-        f"(asterisk ru), the exported model beside classic codecs:\n{markdown_table(rows)}")
-  out = os.path.join(workdir, "reconstructions")
-  os.makedirs(out, exist_ok=True)
-  pairs = []
-  for name, x in clips[:3]:
-    y = model.decode(model.encode(x[None]).audio_codes).audio[0, :, : x.shape[-1]]
-    write_audio(os.path.join(out, f"{name}.input.wav"), x, model.config.sampling_rate)
-    write_audio(os.path.join(out, f"{name}.output.wav"), y, model.config.sampling_rate)
-    pairs.append((name, x.mean(0), y.mean(0)))
-  png = mel_comparison(pairs, model.config.sampling_rate, os.path.join(out, "mel.png"))
-  curves = plot_run(workdir)
-  print(f"[demo] exported to {export} ({model.config.bits_per_second():.0f} bit/s); reconstructions and {png}; "
-        f"learning curves {curves}")
+def _bad_override(e: Exception) -> str:
+  """config_flags' error for --config.KEY=... naming no key of the recipe, as one line with the dotted key."""
+  import re
+  text = str(e).replace("\\", "")
+  name = (re.findall(r"'(\w+)'", text) or ["?"])[0]
+  close = re.findall(r'Did you mean "(\w+)"', text)
+  keys = [a[len("--config."):].split("=")[0] for a in sys.argv[1:] if a.startswith("--config.")]
+  key = next((k for k in keys if name in k.split(".")), name)
+  hint = f"; did you mean {'.'.join(close[0] if p == name else p for p in key.split('.'))!r}?" if close else ""
+  return f"train.py: error: unknown training-config key {key!r} (--config.{key}=...){hint}"
 
 
 def main(argv):
   del argv
+  _IN_MAIN.append(True)
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO; the progress line says enough
   from cat_jax.errors import CATError
-  from cat_jax.train import loop
+  from cat_jax.train import loop, train_config
+  from cat_jax.train.parallel import maybe_initialize_distributed
   try:
     if FLAGS.config is None:
-      demo(FLAGS.workdir or os.path.join(HERE, "runs", "demo"))
+      from cat_jax.train import demo
+      from configs import speech_cpu
+      demo.run(speech_cpu.get_config("demo"), FLAGS.workdir or os.path.join(HERE, "runs", "demo"),
+               log_every=FLAGS.log_every)
       return
     if not FLAGS.workdir:
       raise app.UsageError("--workdir is required with --config")
-    from cat_jax.parallel import maybe_initialize_distributed
-    maybe_initialize_distributed(FLAGS.config)
-    res = loop.train(FLAGS.config, FLAGS.workdir, log_every=FLAGS.log_every)
+    cfg = train_config.parse(FLAGS.config)
+    maybe_initialize_distributed(cfg)  # before anything touches a device
+    res = loop.train(cfg, FLAGS.workdir, log_every=FLAGS.log_every)
     print(f"[train] {'preempted at' if res.preempted else 'finished'} step {res.step}; workdir {FLAGS.workdir}")
   except CATError as e:
     print(f"train.py: error: {e}", file=sys.stderr)
@@ -122,4 +88,10 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, HERE)
-  app.run(main)
+  try:
+    app.run(main)
+  except (AttributeError, KeyError) as e:
+    if _IN_MAIN:
+      raise
+    print(_bad_override(e), file=sys.stderr)
+    sys.exit(2)

@@ -9,6 +9,7 @@ placed against this machine's compute and memory limits.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cat_jax import CAT, CATConfig  # noqa: E402
-from cat_jax.codec import bucket, inference_layers  # noqa: E402
+from cat_jax.codec import bucket, decode_fn, encode_fn, on_one_cpu, unrolled  # noqa: E402
 
 CONFIGS = {
     "released": os.path.join(os.path.dirname(__file__), "..", "tests", "data", "released", "config.json"),
@@ -45,26 +46,27 @@ def bench(model: CAT, params, seconds: float, repeats: int, dtype, unroll: bool)
   audio = np.zeros((1, fb * cfg.downsample_rate, cfg.channels), np.float32)
   audio[0, :t, :] = np.random.default_rng(0).normal(size=(t, cfg.channels)).astype(np.float32) * 0.1
   lengths = jnp.array([t], jnp.int32)
-  layers = inference_layers(params) if unroll else None
-  enc_layers, dec_layers = (layers["encoder"], layers["decoder"]) if layers else (None, None)
-  out = {"unrolled": layers is not None}
+  unroll = unroll and on_one_cpu(params)
+  graphdef, params = unrolled(model.graphdef, params) if unroll else (model.graphdef, params)
+  out = {"unrolled": unroll}
   t0 = time.perf_counter()
-  enc = model._encode.lower(params, audio, lengths, n_q=cfg.num_quantizers, dtype=dtype, layers=enc_layers).compile()
+  enc = jax.jit(functools.partial(encode_fn, graphdef), static_argnames=("n_q", "dtype")).lower(
+      params, audio, lengths, n_q=cfg.num_quantizers, dtype=dtype).compile()
   out["encode_compile_s"] = time.perf_counter() - t0
   out["encode_gflops"] = _flops(enc) / 1e9
-  codes = jax.block_until_ready(enc(params, audio, lengths, layers=enc_layers))[0]
+  codes = jax.block_until_ready(enc(params, audio, lengths))[0]
   flen = jnp.array([frames], jnp.int32)
   t0 = time.perf_counter()
-  dec = model._decode.lower(params, codes, flen, dtype=dtype, layers=dec_layers).compile()
+  dec = jax.jit(functools.partial(decode_fn, graphdef), static_argnames=("dtype",)).lower(
+      params, codes, flen, dtype=dtype).compile()
   out["decode_compile_s"] = time.perf_counter() - t0
   out["decode_gflops"] = _flops(dec) / 1e9
-  for name, fn, args, kw in (("encode", enc, (params, audio, lengths), {"layers": enc_layers}),
-                             ("decode", dec, (params, codes, flen), {"layers": dec_layers})):
-    jax.block_until_ready(fn(*args, **kw))  # warm-up
+  for name, fn, args in (("encode", enc, (params, audio, lengths)), ("decode", dec, (params, codes, flen))):
+    jax.block_until_ready(fn(*args))  # warm-up
     times, cpu = [], []
     for _ in range(repeats):
       t0, c0 = time.perf_counter(), time.process_time()
-      jax.block_until_ready(fn(*args, **kw))
+      jax.block_until_ready(fn(*args))
       times.append(time.perf_counter() - t0)
       cpu.append(time.process_time() - c0)
     s = statistics.median(times)

@@ -36,9 +36,11 @@ import numpy as np
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
-from cat_jax import parallel, sharding  # noqa: E402
+from cat_jax import sharding  # noqa: E402
 from cat_jax.aot import model_flops  # noqa: E402
+from cat_jax.train import parallel  # noqa: E402
 from cat_jax.train import state as state_lib  # noqa: E402
+from cat_jax.train import train_config  # noqa: E402
 
 # Dense bf16 peak FLOP/s per chip (public spec sheets); device_kind substrings -> peak.
 PEAK_FLOPS = {
@@ -94,13 +96,14 @@ def make_batch(cfg, mc, batch: int, seconds: float, seed: int = 0) -> dict:
   f0 = rng.uniform(90, 250, (batch, 1))
   audio = (0.2 * np.sin(2 * np.pi * f0 * n) + 0.01 * rng.normal(size=(batch, t))).astype(np.float32)
   audio = np.repeat(audio[..., None], mc.channels, -1)
-  text = np.zeros((batch, cfg.data.get("max_text_len", 128)), np.int32)  # the pipeline's padded width
+  text = np.zeros((batch, train_config.parse(cfg).data.max_text_len), np.int32)  # the pipeline's padded width
   text[:, :6] = [3, 112, 116, 113, 117, 2]
   return {"audio": audio, "lengths": np.full((batch,), t, np.int32), "text": text,
           "text_lengths": np.full((batch,), 6, np.int32)}, frames
 
 
-def bench(cfg, batch: int, seconds: float, steps: int, stage, peak: float | None = None) -> dict:
+def bench(cfg, batch: int, seconds: float, steps: int, stage, peak: float | None = None, name: str = "?") -> dict:
+  cfg = train_config.parse(cfg)
   mesh = sharding.mesh_from_config(cfg)
   parallel.check_batch_divides(batch, mesh)
   trainer = state_lib.build_trainer(cfg)
@@ -136,9 +139,9 @@ def bench(cfg, batch: int, seconds: float, steps: int, stage, peak: float | None
   if not peak and jax.devices()[0].platform == "cpu":
     peak, peak_src = matmul_peak(), "measured f32 matmul"
   return {
-      "config": cfg.get("_name", "?"), "stage": stage, "batch": batch, "frames": frames, "tokens_per_step": tokens,
-      "params_gen": n_gen, "params_disc": state_lib.num_params(state.disc), "remat": bool(cfg.get("remat", False)),
-      "compute_dtype": cfg.get("compute_dtype", "float32"), "mesh": dict(mesh.shape),
+      "config": name, "stage": stage, "batch": batch, "frames": frames, "tokens_per_step": tokens,
+      "params_gen": n_gen, "params_disc": state_lib.num_params(state.disc), "remat": cfg.remat,
+      "compute_dtype": cfg.compute_dtype, "mesh": dict(mesh.shape),
       "init_s": round(init_s, 2), "compile_s": round(compile_s, 2), "step_s": round(step_s, 4),
       "tokens_per_s": round(tokens / step_s, 2), "steps_per_s": round(1.0 / step_s, 3),
       "audio_seconds_per_s": round(batch * frames * trainer.model_config.downsample_rate
@@ -175,6 +178,7 @@ def depth_sweep(cfg, depths, batch: int, seconds: float, stage) -> list[dict]:
         if mod["module_type"] == "Transformer":
           mod["num_layers"] = depth
     c.lm.num_layers = depth
+    c = train_config.parse(c)
     mesh = sharding.mesh_from_config(c)
     trainer = state_lib.build_trainer(c)
     host, _ = make_batch(c, trainer.model_config, batch, seconds)
@@ -188,7 +192,7 @@ def depth_sweep(cfg, depths, batch: int, seconds: float, stage) -> list[dict]:
     compile_s = time.perf_counter() - t0 - lower_s
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    rows.append({"depth": depth, "remat": bool(c.get("remat", False)), "lower_s": round(lower_s, 2),
+    rows.append({"depth": depth, "remat": c.remat, "lower_s": round(lower_s, 2),
                  "compile_s": round(compile_s, 2),
                  "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
                  "xla_flops": float((cost or {}).get("flops", float("nan"))),
@@ -213,7 +217,6 @@ def main():
   p.add_argument("--out", default=None, help="append JSON lines here")
   a = p.parse_args()
   cfg = load_config(*a.config.split(":", 1))  # 'tiny' or 'tiny:ci'
-  cfg._name = a.config
   cfg.batch_size = a.batch
   cfg.segment_seconds = a.seconds  # what make_batch feeds, so model_flops counts the same tokens
   if a.remat is not None:
@@ -225,7 +228,7 @@ def main():
   if a.depth_sweep:
     rows = depth_sweep(cfg, [int(d) for d in a.depth_sweep.split(",")], a.batch, a.seconds, a.stage)
   else:
-    rows = [bench(cfg, a.batch, a.seconds, a.steps, a.stage, a.peak)]
+    rows = [bench(cfg, a.batch, a.seconds, a.steps, a.stage, a.peak, name=a.config)]
     print(json.dumps(rows[0], indent=1))
     print_mfu(rows[0])
   if a.out:

@@ -1,8 +1,10 @@
 """Ahead-of-time compile the real sharded train step for a TPU topology on a CPU machine.
 
   python -m cat_jax.aot --config=configs/moss_audio_tokenizer.py --topology=v5p-64 \
-      [--config.batch_size=256] [--stage=1] [--search_batch]
+      [--config.batch_size=256] [--config.schedule.stage2_batch_size=128] [--stage=1] [--search_batch]
 
+Each stage compiles at its own batch (`batch_size`, then `schedule.stage2_batch_size`, as the
+training loop feeds them); with equal batches and no --stage, one program holds both (lax.cond).
 Prints per-chip HBM use (arguments, outputs, temporaries, total) from memory_analysis(),
 FLOPs per step from cost_analysis(), the mesh and the compile time. A batch that does not fit
 still reports the usage XLA states in its out-of-memory error. --search_batch finds the largest
@@ -19,23 +21,10 @@ import os
 import re
 import sys
 import time
+import types
 
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other jax processes on this box may hold libtpu's lock
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from cat_jax.errors import CATError, ConfigError  # noqa: E402
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training recipe (configs/*.py).")
-_TOPOLOGY = flags.DEFINE_string("topology", "v5p-64", "TPU slice: v4-N / v5p-N (N TensorCores, 2 per chip), "
-                                "v5e-N / v6e-N (N chips), or a raw 'v5p:2x4x4'.")
-_STAGE = flags.DEFINE_integer("stage", None, "1 or 2 forces a training stage; default compiles both (lax.cond).")
-_SEARCH = flags.DEFINE_bool("search_batch", False, "Bisect the largest global batch that fits in HBM.")
-_MAX_BATCH = flags.DEFINE_integer("max_batch", 4096, "Upper end of --search_batch.")
-_BATCH_STEP = flags.DEFINE_integer("batch_step", 0, "--search_batch stops within this many examples "
-                                   "(rounded up to the batch-sharding width; 0: that width).")
-_OUT = flags.DEFINE_string("out", None, "Append one JSON line per compile here.")
+from cat_jax.errors import CATError, ConfigError
+from cat_jax.train import train_config
 
 # Per-chip HBM (bytes) and peak dense bf16 FLOP/s, from the public Cloud TPU spec sheets.
 CHIPS = {
@@ -130,7 +119,8 @@ def model_flops(cfg, mc, batch: int) -> float:
   XLA's cost_analysis does not multiply a scanned layer stack by its depth (bench_train_step.py
   --depth_sweep: 1 -> 8 layers per stage, XLA +9%, this count +540%), so it undercounts."""
   from cat_jax.config import TransformerSpec
-  frames = math.ceil(cfg.segment_seconds * mc.sampling_rate / mc.downsample_rate)
+  cfg = train_config.parse(cfg)
+  frames = cfg.segment_frames()
   total, rate = 0.0, float(mc.sampling_rate)
   seconds = frames * mc.downsample_rate / mc.sampling_rate
   for modules, shrink in ((mc.encoder, True), (mc.decoder, False)):
@@ -142,12 +132,12 @@ def model_flops(cfg, mc, batch: int) -> float:
                                     m.input_dimension, m.output_dimension, tokens, keys)
       else:
         rate = rate / m.patch_size if shrink else rate * m.patch_size
-  lm = cfg.get("lm", None)
-  if lm is not None and lm.get("num_layers", 0):
-    tokens = frames + cfg.data.get("max_text_len", 128)
-    total += _transformer_flops(lm.d_model, lm.num_layers, lm.dim_feedforward, lm.get("gating", "none") != "none",
+  lm = cfg.lm
+  if cfg.loss.sem:  # the step runs the LM only for a semantic loss
+    tokens = frames + cfg.data.max_text_len
+    total += _transformer_flops(lm.d_model, lm.num_layers, lm.dim_feedforward, lm.gating != "none",
                                 lm.d_model, lm.d_model, tokens, tokens)
-    total += 6.0 * lm.d_model * lm.get("vocab_size", 264) * tokens
+    total += 6.0 * lm.d_model * lm.vocab_size * tokens
   return total * batch
 
 
@@ -155,10 +145,11 @@ def abstract_batch(cfg, trainer, mesh, batch: int) -> dict:
   """ShapeDtypeStructs of a global training batch, sharded like the real ones."""
   import jax
   import jax.numpy as jnp
-  from cat_jax import parallel
+  from cat_jax.train import parallel
+  cfg = train_config.parse(cfg)
   mc = trainer.model_config
-  t = math.ceil(cfg.segment_seconds * mc.sampling_rate / mc.downsample_rate) * mc.downsample_rate
-  text = cfg.data.get("max_text_len", 128)
+  t = cfg.segment_samples()
+  text = cfg.data.max_text_len
   shapes = {"audio": ((batch, t, mc.channels), jnp.float32), "lengths": ((batch,), jnp.int32),
             "text": ((batch, text), jnp.int32), "text_lengths": ((batch,), jnp.int32)}
   sh = parallel.batch_shardings(mesh)
@@ -167,7 +158,7 @@ def abstract_batch(cfg, trainer, mesh, batch: int) -> dict:
 
 def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int) -> Report:
   """Lower and compile the sharded train step for this global batch; memory is per chip."""
-  from cat_jax import parallel
+  from cat_jax.train import parallel
   parallel.check_batch_divides(batch, mesh)
   state = parallel.sharded_abstract_state(trainer, mesh)
   step = parallel.make_sharded_train_step(trainer, mesh, stage=stage)
@@ -268,51 +259,89 @@ def print_report(r: Report, hbm: int, peak: float, chips: int):
     print(f"  XLA cost_analysis FLOPs/step per chip {r.flops:.3e} (all chips {r.flops * chips:.3e})")
 
 
-def main(argv):
+def stage_jobs(cfg, stage: int | None) -> list[tuple[int | None, int]]:
+  """(stage, global batch) pairs to compile: the forced stage at its batch, else both stages (one
+  lax.cond program when their batches agree, else one program per stage at its own batch)."""
+  cfg = train_config.parse(cfg)
+  if stage is not None:
+    if stage not in (1, 2):
+      raise ConfigError(f"--stage={stage}; expected 1 or 2")
+    return [(stage, cfg.stage_batch_size(stage))]
+  b1, b2 = cfg.stage_batch_size(1), cfg.stage_batch_size(2)
+  return [(None, b1)] if b1 == b2 else [(1, b1), (2, b2)]
+
+
+def main(argv, flags):
   del argv
-  from cat_jax import parallel, sharding
+  from cat_jax import sharding
+  from cat_jax.train import parallel
   from cat_jax.train import state as state_lib
-  cfg = _CONFIG.value
-  if cfg is None:
+  if flags.config.value is None:
     raise ConfigError("--config is required, e.g. --config=configs/moss_audio_tokenizer.py")
-  gen, topo, devices = tpu_devices(_TOPOLOGY.value)
+  cfg = train_config.parse(flags.config.value)
+  gen, topo, devices = tpu_devices(flags.topology.value)
   spec = CHIPS[gen]
   m = cfg.mesh
-  mesh = sharding.make_mesh(m.get("data", -1), m.get("fsdp", 1), m.get("tensor", 1), devices=devices)
+  mesh = sharding.make_mesh(m.data, m.fsdp, m.tensor, devices=devices)
   trainer = state_lib.build_trainer(cfg)
   abstract = parallel.abstract_state(trainer)
+  jobs = stage_jobs(cfg, flags.stage.value)
+  shown = ", ".join(f"{s or '1+2'} at batch {b}" for s, b in jobs)
   print(f"topology {topo}: {len(devices)} x {devices[0].device_kind}; mesh {dict(mesh.shape)}; "
         f"params codec {state_lib.num_params(abstract.codec) / 1e9:.3f} B, lm {state_lib.num_params(abstract.lm) / 1e9:.3f} B, "
-        f"disc {state_lib.num_params(abstract.disc) / 1e9:.3f} B; remat={cfg.get('remat', False)}, "
-        f"compute {cfg.get('compute_dtype', 'float32')}, segment {cfg.segment_seconds} s, stage {_STAGE.value}")
-  hbm, stage = spec["hbm"], _STAGE.value
-  meta = {"topology": topo, "chips": len(devices), "mesh": dict(mesh.shape), "stage": stage,
-          "segment_seconds": cfg.segment_seconds, "remat": bool(cfg.get("remat", False)),
-          "compute_dtype": cfg.get("compute_dtype", "float32"), "hbm_gib": hbm / (1 << 30)}
+        f"disc {state_lib.num_params(abstract.disc) / 1e9:.3f} B; remat={cfg.remat}, "
+        f"compute {cfg.compute_dtype}, segment {cfg.segment_seconds} s, stage {shown}")
+  hbm = spec["hbm"]
+  for stage, batch in jobs:
+    meta = {"topology": topo, "chips": len(devices), "mesh": dict(mesh.shape), "stage": stage,
+            "segment_seconds": cfg.segment_seconds, "remat": cfg.remat, "compute_dtype": cfg.compute_dtype,
+            "hbm_gib": hbm / (1 << 30)}
 
-  def attempt(batch: int) -> Report:
-    r = try_compile(cfg, trainer, mesh, batch, stage, hbm)
-    print_report(r, hbm, spec["peak_bf16"], len(devices))
-    if _OUT.value:
-      with open(_OUT.value, "a") as f:
-        f.write(json.dumps({**meta, **dataclasses.asdict(r)}) + "\n")
-    return r
+    def attempt(batch: int, stage=stage, meta=meta) -> Report:
+      r = try_compile(cfg, trainer, mesh, batch, stage, hbm)
+      print_report(r, hbm, spec["peak_bf16"], len(devices))
+      if flags.out.value:
+        with open(flags.out.value, "a") as f:
+          f.write(json.dumps({**meta, **dataclasses.asdict(r)}) + "\n")
+      return r
 
-  r = attempt(cfg.batch_size)
-  if not _SEARCH.value:
-    return
-  unit = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
-  unit *= max(1, -(-_BATCH_STEP.value // unit))
-  lo, hi = search(attempt, r, unit, _MAX_BATCH.value, hbm / (1 << 30))
-  if hi is None:
-    print(f"largest batch that fits on {topo}: >= {lo} (search capped at --max_batch={_MAX_BATCH.value})")
-  else:
-    print(f"largest batch that fits on {topo}: {lo} ({lo / len(devices):g} per chip); {hi} does not")
+    r = attempt(batch)
+    if not flags.search_batch.value:
+      continue
+    unit = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+    unit *= max(1, -(-flags.batch_step.value // unit))
+    lo, hi = search(attempt, r, unit, flags.max_batch.value, hbm / (1 << 30))
+    which = f"stage {stage}" if stage else "a step"
+    if hi is None:
+      print(f"largest batch of {which} that fits on {topo}: >= {lo} (search capped at "
+            f"--max_batch={flags.max_batch.value})")
+    else:
+      print(f"largest batch of {which} that fits on {topo}: {lo} ({lo / len(devices):g} per chip); {hi} does not")
+
+
+def define_flags():
+  """The command line's absl flags (defined here, not at import: importing this module, e.g. for
+  model_flops, registers nothing)."""
+  from absl import flags
+  from ml_collections import config_flags
+  return types.SimpleNamespace(
+      config=config_flags.DEFINE_config_file("config", None, "Training recipe (configs/*.py)."),
+      topology=flags.DEFINE_string("topology", "v5p-64", "TPU slice: v4-N / v5p-N (N TensorCores, 2 per chip), "
+                                   "v5e-N / v6e-N (N chips), or a raw 'v5p:2x4x4'."),
+      stage=flags.DEFINE_integer("stage", None, "1 or 2 forces a training stage; default compiles both."),
+      search_batch=flags.DEFINE_bool("search_batch", False, "Bisect the largest global batch that fits in HBM."),
+      max_batch=flags.DEFINE_integer("max_batch", 4096, "Upper end of --search_batch."),
+      batch_step=flags.DEFINE_integer("batch_step", 0, "--search_batch stops within this many examples "
+                                      "(rounded up to the batch-sharding width; 0: that width)."),
+      out=flags.DEFINE_string("out", None, "Append one JSON line per compile here."))
 
 
 def run():
+  from absl import app
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # other jax processes on this box may hold libtpu's lock
+  flags = define_flags()
   try:
-    app.run(main)
+    app.run(lambda argv: main(argv, flags))
   except CATError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -16,11 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cat_jax import convert
+from cat_jax import convert, streaming
 from cat_jax.config import CATConfig
-from cat_jax.errors import AudioError, CheckpointError, CodesError
+from cat_jax.errors import CheckpointError
 from cat_jax.model.cat import CATModel
-from cat_jax.model.transformer import unstack_layers
+from cat_jax.model.transformer import Transformer
+from cat_jax.validation import check_audio, check_codes, check_num_quantizers, mask_lengths
 
 
 @dataclasses.dataclass
@@ -66,26 +67,33 @@ def _flatten(tree, prefix=()):
 
 # ---- pure functions (jit/shard them as you like) -----------------------------------
 
-def encode_fn(graphdef, params, audio, lengths, n_q=None, dtype=None, layers=None):
-  """audio (B, T, C), T a multiple of downsample_rate -> codes (n_q, B, F), frame lengths, hidden (B, F, D).
-  `layers`: optional `inference_layers(params)["encoder"]` to run the Transformer layers unrolled."""
-  return nnx.merge(graphdef, params).encode(audio, lengths, n_q, dtype, layers)
+def encode_fn(graphdef, params, audio, lengths, n_q=None, *, dtype=None):
+  """audio (B, T, C), T a multiple of downsample_rate -> codes (n_q, B, F), frame lengths, hidden (B, F, D)."""
+  return nnx.merge(graphdef, params).encode(audio, lengths, n_q, dtype=dtype)
 
 
-def decode_fn(graphdef, params, codes, frame_lengths, dtype=None, layers=None):
+def decode_fn(graphdef, params, codes, frame_lengths, *, dtype=None):
   """codes (n_q, B, F) -> audio (B, F * downsample_rate, C), sample lengths."""
-  return nnx.merge(graphdef, params).decode(codes, frame_lengths, dtype, layers)
+  return nnx.merge(graphdef, params).decode(codes, frame_lengths, dtype=dtype)
 
 
-def inference_layers(params) -> dict | None:
-  """{"encoder"/"decoder": {module index: per-layer views}} of the Transformer weights for unrolled
-  offline coding, on a single CPU device only (zero-copy there; accelerators read scanned weight
-  slices in place). None elsewhere."""
+def on_one_cpu(params) -> bool:
+  """Whether every parameter lives on one and the same CPU device (where `unrolled` pays off)."""
   devices = {d for x in jax.tree.leaves(params) for d in x.devices()}
-  if len(devices) != 1 or next(iter(devices)).platform != "cpu":
-    return None
-  return {part: {i: unstack_layers(m["transformer"]["layers"]) for i, m in params[part].items() if "transformer" in m}
-          for part in ("encoder", "decoder")}
+  return len(devices) == 1 and next(iter(devices)).platform == "cpu"
+
+
+def unrolled(graphdef, params):
+  """(graphdef, params) of the same model with every Transformer's stacked layers turned into
+  per-layer modules over zero-copy views of the stack (on a single CPU device; see
+  `transformer.unstack_layers`), for offline coding: XLA:CPU copies each layer's weight slice out
+  of the stack at every scan step, an unrolled loop reads the views in place. Accelerators read
+  scanned slices in place, so CAT uses this on one CPU device only. `encode_fn`/`decode_fn` take
+  the pair as they take the stacked one; streaming needs the stacked one."""
+  model = nnx.merge(graphdef, params)
+  for t in [node for _, node in nnx.iter_graph(model) if isinstance(node, Transformer)]:
+    t.unroll()
+  return nnx.split(model)
 
 
 class CAT:
@@ -96,8 +104,7 @@ class CAT:
     self.graphdef = graphdef
     self.params = params
     self.dtype = dtype
-    self._encode = jax.jit(functools.partial(encode_fn, graphdef), static_argnames=("n_q", "dtype"))
-    self._decode = jax.jit(functools.partial(decode_fn, graphdef), static_argnames=("dtype",))
+    self._jitted = {}  # unrolled (bool) -> (jitted encode_fn, jitted decode_fn), each bound to its graphdef
 
   @property
   def params(self):
@@ -106,13 +113,19 @@ class CAT:
 
   @params.setter
   def params(self, value):
-    self._params, self._layers = value, None
+    self._params, self._coder = value, None
 
-  def layer_views(self, part: str):
-    """`inference_layers(params)[part]` ("encoder"/"decoder"), made once; None off a single CPU device."""
-    if self._layers is None:
-      self._layers = inference_layers(self._params) or {}
-    return self._layers.get(part)
+  def _offline(self):
+    """(encode, decode, params) of offline coding, chosen once per params: the layers run unrolled
+    over zero-copy views on a single CPU device (`unrolled`), scanned elsewhere."""
+    if self._coder is None:
+      unroll = on_one_cpu(self._params)
+      graphdef, params = unrolled(self.graphdef, self._params) if unroll else (self.graphdef, self._params)
+      if unroll not in self._jitted:
+        self._jitted[unroll] = (jax.jit(functools.partial(encode_fn, graphdef), static_argnames=("n_q", "dtype")),
+                                jax.jit(functools.partial(decode_fn, graphdef), static_argnames=("dtype",)))
+      self._coder = (*self._jitted[unroll], params)
+    return self._coder
 
   # ---- construction ---------------------------------------------------------
   @classmethod
@@ -159,94 +172,39 @@ class CAT:
              chunk_duration: float | None = None) -> EncoderOutput:
     """audio (B, C, T) or (B, T) -> codes (n_q, B, frames), lengths (B,), hidden (B, D, frames)."""
     cfg = self.config
-    x = self._check_audio(audio)
+    x = check_audio(audio, cfg.channels)
     b, c, t = x.shape
-    lengths = _lengths(padding_mask, b, t, "padding_mask")
-    n_q = self._check_nq(num_quantizers, cfg.num_quantizers)
-    if chunk_duration is not None:
-      from cat_jax.streaming import encode_chunked
-      return encode_chunked(self, x, lengths, n_q, chunk_duration)
+    lengths = mask_lengths(padding_mask, b, t)
+    n_q = check_num_quantizers(num_quantizers, cfg.num_quantizers)
+    if chunk_duration is not None:  # exact streaming, chunk by chunk
+      codes, flen, hidden = streaming.encode_frames(self, x, lengths, n_q, streaming.chunk_frames(cfg, chunk_duration))
+      return EncoderOutput(codes.astype(np.int32), flen, hidden.transpose(0, 2, 1))
     dr = cfg.downsample_rate
     frames = -(-t // dr)
     fb = bucket(frames) if cfg.causal else frames  # non-causal stages would attend to the padding
     xp = np.zeros((b, fb * dr, c), np.float32)
     xp[:, :t] = x.transpose(0, 2, 1)
-    codes, flen, hidden = self._encode(self.params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype,
-                                      layers=self.layer_views("encoder"))
+    encode, _, params = self._offline()
+    codes, flen, hidden = encode(params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype)
     return EncoderOutput(np.asarray(codes)[:, :, :frames], np.asarray(flen),
                          np.asarray(hidden)[:, :frames].transpose(0, 2, 1))
 
   def decode(self, audio_codes, padding_mask=None, num_quantizers: int | None = None,
              chunk_duration: float | None = None) -> DecoderOutput:
     """codes (n_q, B, frames) or (n_q, frames) -> audio (B, C, frames * downsample_rate), lengths."""
-    codes = self._check_codes(audio_codes, num_quantizers)
+    codes = check_codes(audio_codes, self.config, num_quantizers)
     n_q, b, f = codes.shape
-    flen = _lengths(padding_mask, b, f, "padding_mask")
-    if chunk_duration is not None:
-      from cat_jax.streaming import decode_chunked
-      return decode_chunked(self, codes, flen, chunk_duration)
+    flen = mask_lengths(padding_mask, b, f)
+    if chunk_duration is not None:  # exact streaming, chunk by chunk
+      audio = streaming.decode_frames(self, codes, streaming.chunk_frames(self.config, chunk_duration))
+      return DecoderOutput(audio.transpose(0, 2, 1), flen * self.config.downsample_rate)
     fb = bucket(f) if self.config.causal else f
     cp = np.zeros((n_q, b, fb), np.int32)
     cp[:, :, :f] = codes
-    audio, alen = self._decode(self.params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype,
-                               layers=self.layer_views("decoder"))
+    _, decode, params = self._offline()
+    audio, alen = decode(params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype)
     audio = np.asarray(audio)[:, : f * self.config.downsample_rate].transpose(0, 2, 1)
     return DecoderOutput(audio, np.asarray(alen))
-
-  # ---- input checks -----------------------------------------------------------
-  def _check_audio(self, audio) -> np.ndarray:
-    try:
-      x = np.asarray(audio, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-      raise AudioError(f"audio must be a float array, got {type(audio).__name__}: {e}") from None
-    if x.ndim == 2:
-      x = x[:, None, :]
-    if x.ndim != 3:
-      raise AudioError(f"audio must be (B, C, T) or (B, T), got shape {x.shape}")
-    if x.shape[0] == 0 or x.shape[2] == 0:
-      raise AudioError(f"audio is empty (shape {x.shape})")
-    if x.shape[1] != self.config.channels:
-      raise AudioError(f"audio has {x.shape[1]} channel(s) but the model takes {self.config.channels}")
-    if not np.isfinite(x).all():
-      raise AudioError("audio contains NaN or Inf samples")
-    return x
-
-  @staticmethod
-  def _check_nq(n: int | None, limit: int) -> int:
-    if n is None:
-      return limit
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= limit:
-      raise CodesError(f"num_quantizers must be an integer in 1..{limit}, got {n!r}")
-    return int(n)
-
-  def _check_codes(self, codes, num_quantizers) -> np.ndarray:
-    c = np.asarray(codes)
-    if not np.issubdtype(c.dtype, np.integer):
-      raise CodesError(f"codes must be integers, got dtype {c.dtype}")
-    if c.ndim == 2:
-      c = c[:, None, :]
-    if c.ndim != 3 or 0 in c.shape:
-      raise CodesError(f"codes must be (n_q, B, frames) or (n_q, frames) and non-empty, got shape {c.shape}")
-    if c.shape[0] > self.config.num_quantizers:
-      raise CodesError(f"codes have {c.shape[0]} quantizers; the model has {self.config.num_quantizers}")
-    if num_quantizers is not None:
-      n = self._check_nq(num_quantizers, self.config.num_quantizers)
-      if n > c.shape[0]:
-        raise CodesError(f"num_quantizers={n} but the codes hold only {c.shape[0]} quantizers")
-      c = c[:n]
-    k = self.config.codebook_size
-    if c.min() < 0 or c.max() >= k:
-      raise CodesError(f"codes must lie in [0, {k}), found values in [{c.min()}, {c.max()}]")
-    return c.astype(np.int32)
-
-
-def _lengths(mask, b: int, t: int, what: str) -> np.ndarray:
-  if mask is None:
-    return np.full((b,), t, np.int64)
-  m = np.asarray(mask)
-  if m.shape != (b, t):
-    raise AudioError(f"{what} must have shape {(b, t)}, got {m.shape}")
-  return m.astype(bool).sum(-1).astype(np.int64)
 
 
 def _as_config(config: Any) -> CATConfig:

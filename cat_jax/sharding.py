@@ -66,9 +66,10 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, *, dcn_data: int =
 
 
 def mesh_from_config(cfg) -> Mesh:
-  """cfg.mesh.{data, fsdp, tensor[, dcn_data]} -> Mesh."""
+  """A parsed training config's mesh block (cat_jax.train.train_config.MeshConfig: data, fsdp,
+  tensor, dcn_data) -> Mesh."""
   m = cfg.mesh
-  return make_mesh(m.get("data", -1), m.get("fsdp", 1), m.get("tensor", 1), dcn_data=m.get("dcn_data", 1))
+  return make_mesh(m.data, m.fsdp, m.tensor, dcn_data=m.dcn_data)
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh,

@@ -7,14 +7,13 @@ audio to float rounding, for any K.
 
 Pure step functions take (graphdef, params, state, chunk) and return (state, outputs);
 `steps_for(graphdef)` gives them jitted (once per chunk shape), consuming (donating) the state.
-`encode_chunked` / `decode_chunked` back `CAT.encode/decode(chunk_duration=...)`;
-`register` adds the `stream-encode` / `stream-decode` CLI commands.
+`encode_frames` / `decode_frames` code whole signals K frames at a time: they back
+`CAT.encode/decode(chunk_duration=...)` and the `stream-encode` / `stream-decode` commands.
 """
 from __future__ import annotations
 
 import functools
 import math
-import sys
 from typing import Callable, NamedTuple
 
 import jax
@@ -22,9 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cat_jax.codes_io import load_codes, save_codes
 from cat_jax.config import CATConfig
-from cat_jax.errors import AudioError, CATError, CodesError, ConfigError
+from cat_jax.errors import AudioError, ConfigError
 from cat_jax.model.cat import run_modules
 from cat_jax.stream_state import (DecoderState, EncoderState, StageState, init_decoder_state, init_encoder_state,
                                   reset_streams, stage_rates)
@@ -40,7 +38,7 @@ def _run_stages(modules, rates, stages: tuple, x, frames: int, dtype, active=Non
   on = jnp.ones((b,), bool) if active is None else jnp.asarray(active, bool)
   offsets = [None if s is None else jnp.where(on, s.offset, -frames * r - 1) for s, r in zip(stages, rates)]
   caches = [None if s is None else s.cache for s in stages]
-  x, _, new_caches = run_modules(modules, x, jnp.zeros((b,), jnp.int32), offsets, caches, dtype)
+  x, _, new_caches = run_modules(modules, x, jnp.zeros((b,), jnp.int32), offsets=offsets, caches=caches, dtype=dtype)
   new = tuple(None if s is None else StageState(c, s.offset + jnp.where(on, frames * r, 0))
               for s, c, r in zip(stages, new_caches, rates))
   return x, new
@@ -156,7 +154,7 @@ def steps_for(graphdef) -> Steps:
   return hit[1]
 
 
-# ---- whole-signal helpers behind CAT.encode / CAT.decode(chunk_duration=...) ---------
+# ---- whole signals, K frames per step (CAT.encode / CAT.decode(chunk_duration=...), the CLI) ----
 
 def chunk_frames(config: CATConfig, chunk_duration) -> int:
   """Validates a chunk duration (seconds) and returns it in token frames."""
@@ -175,6 +173,7 @@ def chunk_frames(config: CATConfig, chunk_duration) -> int:
 
 
 def check_chunk_frames(k) -> int:
+  """A chunk size in token frames: a positive integer."""
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
     raise ConfigError(f"chunk frames must be a positive integer, got {k!r}")
   return int(k)
@@ -218,82 +217,3 @@ def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
     state, a = steps.decode(model.params, state, cp[:, :, i * k:(i + 1) * k], None, keep, dtype=model.dtype)
     out.append(np.asarray(a))
   return np.concatenate(out, 1)[:, :f * model.config.downsample_rate]
-
-
-def encode_chunked(model, x: np.ndarray, lengths: np.ndarray, n_q: int, chunk_duration):
-  """CAT.encode(chunk_duration=...): x (B, C, T) float32 -> EncoderOutput equal to offline encoding."""
-  from cat_jax.codec import EncoderOutput
-  k = chunk_frames(model.config, chunk_duration)
-  codes, flen, hidden = encode_frames(model, x, lengths, n_q, k)
-  return EncoderOutput(codes.astype(np.int32), flen, hidden.transpose(0, 2, 1))
-
-
-def decode_chunked(model, codes: np.ndarray, frame_lengths: np.ndarray, chunk_duration):
-  """CAT.decode(chunk_duration=...): codes (n_q, B, F) int32 -> DecoderOutput equal to offline decoding."""
-  from cat_jax.codec import DecoderOutput
-  k = chunk_frames(model.config, chunk_duration)
-  audio = decode_frames(model, np.asarray(codes, np.int32), k)
-  return DecoderOutput(audio.transpose(0, 2, 1), np.asarray(frame_lengths, np.int64) * model.config.downsample_rate)
-
-
-# ---- CLI ----------------------------------------------------------------------------
-
-def register(subparsers) -> None:
-  """Adds `stream-encode` and `stream-decode` to an argparse subparsers object."""
-  p = subparsers.add_parser("stream-encode", help="encode an audio file chunk by chunk (equals offline codes)")
-  p.add_argument("input", metavar="IN.wav")
-  p.add_argument("output", metavar="OUT.npz")
-  p.add_argument("--model", required=True, metavar="DIR", help="reference directory or Orbax params checkpoint")
-  p.add_argument("--chunk-frames", type=int, default=1, metavar="K", help="token frames per step (default 1)")
-  p.add_argument("--num-quantizers", type=int, default=None, metavar="N", help="codebooks to keep (default all)")
-  p.set_defaults(func=_cli_encode)
-  p = subparsers.add_parser("stream-decode", help="decode a codes .npz chunk by chunk into audio")
-  p.add_argument("input", metavar="IN.npz")
-  p.add_argument("output", metavar="OUT.wav")
-  p.add_argument("--model", required=True, metavar="DIR", help="reference directory or Orbax params checkpoint")
-  p.add_argument("--chunk-frames", type=int, default=1, metavar="K", help="token frames per step (default 1)")
-  p.set_defaults(func=_cli_decode)
-
-
-def _cli(fn):
-  def run(args) -> int:
-    try:
-      fn(args)
-    except CATError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
-    return 0
-  run.__doc__ = fn.__doc__
-  return run
-
-
-@_cli
-def _cli_encode(args) -> None:
-  """stream-encode: IN audio -> OUT.npz {codes (n_q, frames) int32, sample_rate, num_quantizers, length}."""
-  from cat_jax.audio import load_audio
-  from cat_jax.cli import load_model
-  from cat_jax.codec import CAT
-  k = check_chunk_frames(args.chunk_frames)
-  model = load_model(args.model)
-  cfg = model.config
-  n_q = CAT._check_nq(args.num_quantizers, cfg.num_quantizers)
-  audio = load_audio(args.input, cfg.sampling_rate, cfg.channels)  # (C, T)
-  t = audio.shape[1]
-  codes, _, _ = encode_frames(model, audio[None], np.array([t]), n_q, k)
-  save_codes(args.output, codes[:, 0], cfg.sampling_rate, t)
-  print(f"{args.output}: {codes.shape[-1]} frames x {n_q} codebooks ({t / cfg.sampling_rate:.2f} s)")
-
-
-@_cli
-def _cli_decode(args) -> None:
-  """stream-decode: IN.npz -> OUT audio (trimmed to the encoded length)."""
-  from cat_jax.audio import write_audio
-  from cat_jax.cli import load_model
-  k = check_chunk_frames(args.chunk_frames)
-  model = load_model(args.model)
-  codes, length = load_codes(args.input, model.config.sampling_rate)
-  codes = model._check_codes(codes, None)[:, 0]
-  length = codes.shape[1] * model.config.downsample_rate if length is None else length
-  audio = decode_frames(model, codes[:, None], k)[0, :length]  # (T, C)
-  write_audio(args.output, audio.T, model.config.sampling_rate)
-  print(f"{args.output}: {audio.shape[0] / model.config.sampling_rate:.2f} s")

@@ -15,13 +15,14 @@ def _load(name):
 
 def get_config(arg=None):
   c = _load("tiny" if arg == "tiny" else "moss_audio_tokenizer").get_config(None if arg == "tiny" else arg)
-  c.init_from = None  # a reference-layout directory (config.json + safetensors); required
+  # c.init_from (from the base recipe, None) is required: a trained codec of this architecture
+  # (reference layout, Orbax params or a training workdir); without it the config is rejected.
   c.trainable = "decoder"  # frozen parts get exactly zero update (cat_jax/train/optimizer.py)
   c.loss.sem = 0.0  # the LM only shapes encoder/quantizer, which are frozen here
   # The decoder is already trained: go straight to the adversarial stage (TRAINING.md stage 2 recipe).
   c.schedule.stage1_steps = 0
   c.schedule.stage2_steps = 2000 if arg == "tiny" else 50_000  # ours
   c.num_steps = c.schedule.stage2_steps
-  c.batch_size = c.schedule.stage1_batch_size = c.schedule.stage2_batch_size  # TRAINING.md stage 2 batch
+  c.batch_size = c.schedule.stage2_batch_size or c.batch_size  # TRAINING.md stage 2 batch (stage1_batch_size follows)
   c.optim.gen.lr = c.optim.disc.lr = c.optim.gen.lr * 0.5 if arg == "tiny" else 1e-5  # gentler (ours)
   return c

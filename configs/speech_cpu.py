@@ -43,13 +43,15 @@ def get_config(arg=None):
   c.codebook_restart = ml_collections.ConfigDict({"decay": 0.95, "threshold": 0.05})  # codebook_restart.py
   # Steps sized for the wall clock of 2 cores: ~0.42 s a stage-1 step, ~2.5 s a stage-2 step.
   stage1, stage2 = {None: (6000, 120), "demo": (1400, 0), "ci": (6, 2)}[arg]
-  c.schedule = ml_collections.ConfigDict({"stage1_steps": stage1, "stage2_steps": stage2,
-                                          "stage1_batch_size": 8, "stage2_batch_size": 8})
+  c.batch_size = 8
+  c.schedule = ml_collections.ConfigDict({
+      "stage1_steps": stage1, "stage2_steps": stage2,
+      "stage1_batch_size": c.get_ref("batch_size"),  # the same number: batch_size is the stage-1 batch
+      "stage2_batch_size": ml_collections.config_dict.placeholder(int)})  # None: batch_size again
   c.num_steps = stage1 + stage2
   c.optim.gen.decay_steps = c.optim.disc.decay_steps = c.num_steps
   c.optim.gen.min_lr_ratio = c.optim.disc.min_lr_ratio = 0.1
   c.seed = 0
-  c.batch_size = 8
   c.segment_seconds = 1.28  # 64 frames; most recordings are 0.6-5.5 s
   c.checkpoint_every = 500
   c.eval_every = 500
@@ -59,13 +61,13 @@ def get_config(arg=None):
       "eval_source": f"corpus:{CORPUS}/val_voice.jsonl",  # a voice and language never trained on
       "max_text_len": 128, "gain_db": (-6.0, 6.0)})
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.init_from = None
+  c.init_from = ml_collections.config_dict.placeholder(str)  # a str or None: --config.init_from=DIR works
   c.trainable = "all"
   c.remat = False
   c.compute_dtype = "float32"
   c.optim.gen.flatten = c.optim.disc.flatten = True  # one flat vector: fast CPU compiles (optimizer.py)
   if arg == "ci":
-    c.batch_size = c.schedule.stage1_batch_size = c.schedule.stage2_batch_size = 2
+    c.batch_size = 2  # both stages
     c.segment_seconds = 0.32
     c.checkpoint_every, c.eval_every, c.eval_clips, c.eval_batch_size, c.eval_segment_seconds = 3, 3, 2, 2, 0.64
   return c

@@ -3,9 +3,13 @@
 The loss weights and discriminator layout are the paper's (TRAINING.md); widths, batch,
 segment length, learning rate and steps are shrunk for CPU (ours, not the paper's).
 """
+import os
+
 import ml_collections
 
 from cat_jax.train import recipes
+
+CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs", "corpus")
 
 
 def get_config(arg=None):
@@ -23,18 +27,20 @@ def get_config(arg=None):
   c.disc = recipes.disc_config(period_channels=(8, 16, 32, 32, 32), stft_channels=8)  # narrow (ours)
   c.lm = recipes.lm_config(d_model=64, num_layers=2, num_heads=4, dim_feedforward=256)
   c.quantizer_dropout = 1.0  # TRAINING.md: quantizer dropout probability 1.0
+  c.batch_size = 4
   c.schedule = ml_collections.ConfigDict({
       "stage1_steps": 300, "stage2_steps": 100,  # reconstruction pre-training, then adversarial (TRAINING.md)
-      "stage1_batch_size": 4, "stage2_batch_size": 4})
+      "stage1_batch_size": c.get_ref("batch_size"),  # the same number: batch_size is the stage-1 batch
+      "stage2_batch_size": ml_collections.config_dict.placeholder(int)})  # None: batch_size again
   c.seed = 0
   c.num_steps = c.schedule.stage1_steps + c.schedule.stage2_steps
-  c.batch_size = 4
   c.segment_seconds = 0.96  # 12 frames of 80 ms
   c.checkpoint_every = 100
   c.eval_every = 50
-  c.data = ml_collections.ConfigDict({"source": "synthetic_speech"})  # espeak-ng speech built locally
+  # The bundled corpus (espeak-ng speech, words, sounds, music, recorded speech), built offline on first use.
+  c.data = ml_collections.ConfigDict({"source": f"corpus:{CORPUS}/manifest.jsonl"})
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  c.init_from = None
+  c.init_from = ml_collections.config_dict.placeholder(str)  # a str or None: --config.init_from=DIR works
   c.trainable = "all"
   c.remat = False
   c.compute_dtype = "float32"
@@ -46,7 +52,7 @@ def get_config(arg=None):
           m["num_layers"] = 1
     c.lm.num_layers = 1
     c.segment_seconds = 0.24
-    c.batch_size = c.schedule.stage1_batch_size = c.schedule.stage2_batch_size = 2
+    c.batch_size = 2  # both stages
     c.schedule.stage1_steps, c.schedule.stage2_steps = 1000, 0
     c.num_steps, c.checkpoint_every, c.eval_every = 4, 2, 2
   elif arg:

@@ -146,3 +146,26 @@ def test_model_flops_scales_with_batch_depth_and_window():
   short = copy.deepcopy(cfg)
   short.segment_seconds = cfg.segment_seconds / 2
   assert aot.model_flops(short, state_lib.model_config(short), 1) < 0.6 * f1
+
+
+def test_import_defines_no_flags():
+  """Importing cat_jax.aot (e.g. for model_flops in a benchmark) registers no absl flag."""
+  code = ("from absl import flags; import cat_jax.aot; "
+          "print(sorted(set(flags.FLAGS) & {'config', 'topology', 'stage'}))")
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr
+
+
+def test_stage_jobs_compile_each_stage_at_its_batch():
+  import pathlib
+  path = pathlib.Path(__file__).parent.parent / "configs" / "moss_audio_tokenizer.py"
+  spec = importlib.util.spec_from_file_location("cat_configs_released_jobs", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config()
+  assert aot.stage_jobs(cfg, None) == [(1, 1536), (2, 768)]  # TRAINING.md: 1536, then 768
+  assert aot.stage_jobs(cfg, 2) == [(2, 768)]
+  cfg.schedule.stage2_batch_size = cfg.batch_size
+  assert aot.stage_jobs(cfg, None) == [(None, 1536)]  # one lax.cond program over both stages
+  with pytest.raises(ConfigError, match="--stage=3"):
+    aot.stage_jobs(cfg, 3)

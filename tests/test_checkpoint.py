@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cat_jax.checkpoint import TrainCheckpointer
 from cat_jax.errors import CheckpointError
+from cat_jax.train.checkpoints import TrainCheckpointer
 
 
 def _state(v):

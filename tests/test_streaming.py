@@ -1,11 +1,10 @@
 """Streaming equals offline coding on golden/tiny: codes identical, audio within 1e-5, any chunk size."""
-import argparse
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from cat_jax import streaming as st
+from cat_jax.cli import main
 from cat_jax.errors import ConfigError
 from cat_jax.stream_state import init_decoder_state, init_encoder_state, state_bytes
 
@@ -158,30 +157,23 @@ def test_chunk_duration_is_validated(tiny_model, golden, bad):
 def test_cli_stream_encode_decode(golden, golden_dir, tmp_path, capsys):
   """stream-encode gives the reference's offline codes, stream-decode its audio (16-bit wav)."""
   import soundfile as sf
-  parser = argparse.ArgumentParser()
-  st.register(parser.add_subparsers())
   x = golden["stream_input"][0, 0]
   sf.write(tmp_path / "in.wav", x, 24000, subtype="FLOAT")
-  args = parser.parse_args(["stream-encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"),
-                            "--model", str(golden_dir)])
-  assert args.func(args) == 0
+  assert main(["stream-encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"), "--model", str(golden_dir)]) == 0
   z = np.load(tmp_path / "c.npz")
   assert z["codes"].dtype == np.int32 and int(z["length"]) == 19200 and int(z["sample_rate"]) == 24000
   np.testing.assert_array_equal(z["codes"], golden["stream_full_codes"][:, 0])
-  args = parser.parse_args(["stream-decode", str(tmp_path / "c.npz"), str(tmp_path / "out.wav"),
-                            "--model", str(golden_dir), "--chunk-frames", "1"])
-  assert args.func(args) == 0
+  assert main(["stream-decode", str(tmp_path / "c.npz"), str(tmp_path / "out.wav"),
+               "--model", str(golden_dir), "--chunk-frames", "1"]) == 0
   y, sr = sf.read(tmp_path / "out.wav", dtype="float32")
   ref = np.clip(golden["stream_full_audio"][0, 0], -1, 1)
   assert sr == 24000 and y.shape == (19200,)
   np.testing.assert_allclose(y, ref, atol=1e-4 + 1 / 32768, rtol=0)  # 16-bit wav
-  args = parser.parse_args(["stream-decode", str(tmp_path / "missing.npz"), str(tmp_path / "o.wav"),
-                            "--model", str(golden_dir)])
-  assert args.func(args) == 2
+  assert main(["stream-decode", str(tmp_path / "missing.npz"), str(tmp_path / "o.wav"),
+               "--model", str(golden_dir)]) == 2
   assert "codes file not found" in capsys.readouterr().err
-  args = parser.parse_args(["stream-encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"),
-                            "--model", str(golden_dir), "--chunk-frames", "0"])
-  assert args.func(args) == 2
+  assert main(["stream-encode", str(tmp_path / "in.wav"), str(tmp_path / "c.npz"),
+               "--model", str(golden_dir), "--chunk-frames", "0"]) == 2
   assert "chunk frames must be a positive integer" in capsys.readouterr().err
 
 

@@ -4,7 +4,7 @@
 """
 from cat_jax.data.corpus import build_corpus
 from cat_jax.data.pipeline import AudioIterator, DataStats, make_iterator
-from cat_jax.data.prepare import prepare, register
+from cat_jax.data.prepare import prepare
 from cat_jax.data.sources import open_source
 
-__all__ = ["make_iterator", "AudioIterator", "DataStats", "open_source", "prepare", "register", "build_corpus"]
+__all__ = ["make_iterator", "AudioIterator", "DataStats", "open_source", "prepare", "build_corpus"]

@@ -23,9 +23,11 @@ import warnings
 
 import numpy as np
 
+from cat_jax.audio import load_audio
 from cat_jax.data import asterisk
-from cat_jax.errors import ConfigError
+from cat_jax.data.manifest import read_manifest
 from cat_jax.data.midi import Note, write_midi
+from cat_jax.errors import ConfigError
 
 ALSA_DIR = "/usr/share/sounds/alsa"
 SOUNDS_DIR = "/usr/share/sounds/freedesktop/stereo"
@@ -288,8 +290,6 @@ def validation_clips(manifest_path: str | os.PathLike, sample_rate: int, count: 
   """A fixed evaluation set from a split manifest (e.g. val_voice.jsonl): `count` clips of speech
   at least `min_seconds` long (no near-silent files), spread evenly over the sorted list, loaded
   (C, T) at `sample_rate` mono. Returns (name, audio) pairs."""
-  from cat_jax.audio import load_audio
-  from cat_jax.data.sources import read_manifest
   path = os.fspath(manifest_path)
   if not os.path.isfile(path):
     raise ConfigError(f"{path}: no such split manifest (build the corpus with `cat-jax make-corpus DIR`)")

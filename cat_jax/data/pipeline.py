@@ -2,7 +2,7 @@
 (worker processes) -> skip and count bad clips -> batch.
 
     it = make_iterator("folder:/data/speech", sample_rate=24000, channels=1, segment_samples=24000,
-                       batch_size=32, seed=0, max_text_len=256, num_workers=2,
+                       batch_size=32, seed=0, max_text_len=128, num_workers=2,
                        shard_index=jax.process_index(), shard_count=jax.process_count())
     batch = next(it)   # numpy: audio (B, S, C) f32, lengths (B,) i32, text (B, L) i32, text_lengths (B,) i32
     state = it.get_state(); ...; it.set_state(state)   # resume exactly
@@ -20,6 +20,7 @@ import grain
 import numpy as np
 
 from cat_jax.data import sources as sources_lib
+from cat_jax.data import text as text_lib
 from cat_jax.data import transforms as T
 from cat_jax.errors import AudioError, ConfigError
 
@@ -85,6 +86,13 @@ class AudioIterator(grain.DatasetIterator):
         self._bad_run = 0
     return {k: np.stack([r[k] for r in rows]) for k in BATCH_KEYS}
 
+  def resize(self, batch_size: int) -> None:
+    """Later batches hold `batch_size` examples (of this process): the loop switches to the stage-2
+    batch this way. The example stream, and so the resumable state, does not depend on it."""
+    if batch_size < 1:
+      raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    self.batch_size = batch_size
+
   def get_state(self) -> dict:
     return {"pipeline": self._parent.get_state(), "stats": self.stats.to_state()}
 
@@ -134,9 +142,9 @@ def _mark_flags_parsed() -> None:
 
 
 def make_iterator(source, *, sample_rate: int, channels: int, segment_samples: int, batch_size: int,
-                  seed: int = 0, max_text_len: int = 256, num_workers: int = 0, shard_index: int = 0,
-                  shard_count: int = 1, data_dir: str | None = None, loudness_db: float | None = -20.0,
-                  gain_db: tuple[float, float] | None = None, min_seconds: float = 0.1,
+                  seed: int = 0, max_text_len: int = text_lib.MAX_TEXT_LEN, num_workers: int = 0,
+                  shard_index: int = 0, shard_count: int = 1, data_dir: str | None = None,
+                  loudness_db: float | None = -20.0, gain_db: tuple[float, float] | None = None, min_seconds: float = 0.1,
                   silence_db: float = -60.0, read_threads: int = 2, prefetch: int = 64,
                   tfds_fields: dict | None = None, tfds_sample_rate: int | None = None) -> AudioIterator:
   """An endless, resumable iterator of numpy batches for process `shard_index` of `shard_count`.

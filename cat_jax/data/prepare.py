@@ -1,8 +1,7 @@
 """Offline preparation: decode, resample and channel-map a source once, into ArrayRecord shards
-(+ info.json) that `arrayrecord:OUT` reads fast; and the `prepare` / `make-corpus` CLI subcommands."""
+(+ info.json) that `arrayrecord:OUT` reads fast (`cat-jax prepare`, see cat_jax.cli.data)."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
@@ -10,7 +9,7 @@ import grain
 
 from cat_jax.data import records, sources as sources_lib
 from cat_jax.data.pipeline import DataStats, decoded_dataset
-from cat_jax.errors import CATError, ConfigError
+from cat_jax.errors import ConfigError
 
 FORMAT = "cat_jax.audio_record.v1"
 INFO_NAME = "info.json"
@@ -59,49 +58,3 @@ def prepare(src, out: str | os.PathLike, *, shards: int, sample_rate: int, chann
   with open(os.path.join(out, INFO_NAME), "w", encoding="utf-8") as f:
     json.dump(info, f, indent=1, ensure_ascii=False)
   return info
-
-
-def _run_prepare(args: argparse.Namespace) -> int:
-  try:
-    info = prepare(args.src, args.out, shards=args.shards, sample_rate=args.sample_rate, channels=args.channels,
-                   dtype=args.dtype, data_dir=args.data_dir)
-  except CATError as e:
-    print(f"error: {e}")
-    return 2
-  print(f"wrote {info['num_records']} clips ({info['seconds']:.1f} s) to {len(info['shards'])} shards in "
-        f"{args.out}; skipped {sum(info['skipped'].values())} {info['skipped'] or ''}")
-  return 0
-
-
-def _run_make_corpus(args: argparse.Namespace) -> int:
-  from cat_jax.data.corpus import build_corpus
-  manifest = build_corpus(args.out, seconds_of_speech=args.seconds_of_speech, music_pieces=args.music_pieces,
-                          seed=args.seed, recorded_max_files=args.recorded_max_files)
-  with open(manifest, encoding="utf-8") as f:
-    n = sum(1 for _ in f)
-  print(f"wrote {n} clips and {manifest}")
-  return 0
-
-
-def register(subparsers) -> None:
-  """Adds `prepare SRC OUT --shards N [--sample-rate --channels]` and `make-corpus OUT` to a CLI."""
-  p = subparsers.add_parser("prepare", help="decode a source into ArrayRecord shards for training",
-                            description=prepare.__doc__)
-  p.add_argument("src", help="folder:PATH | tfds:NAME[:SPLIT] | arrayrecord:GLOB | a folder")
-  p.add_argument("out", help="output folder (shards + info.json)")
-  p.add_argument("--shards", type=int, default=1)
-  p.add_argument("--sample-rate", type=int, default=24000)
-  p.add_argument("--channels", type=int, default=1)
-  p.add_argument("--dtype", choices=records.DTYPES, default="int16")
-  p.add_argument("--data-dir", default=None, help="TFDS data_dir for tfds: sources")
-  p.set_defaults(func=_run_prepare)
-  c = subparsers.add_parser("make-corpus", help="build a real-audio corpus offline (espeak-ng, "
-                            "alsa-utils, freedesktop sounds, fluidsynth music, asterisk recorded speech with "
-                            "held-out splits)")
-  c.add_argument("out")
-  c.add_argument("--seconds-of-speech", type=float, default=60.0)
-  c.add_argument("--music-pieces", type=int, default=6)
-  c.add_argument("--seed", type=int, default=0)
-  c.add_argument("--recorded-max-files", type=int, default=None,
-                 help="at most this many asterisk recordings per language (default: all)")
-  c.set_defaults(func=_run_make_corpus)

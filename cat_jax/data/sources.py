@@ -7,40 +7,15 @@ that cannot even be fetched becomes {'error': ..., 'path': ...} so a bad record 
 """
 from __future__ import annotations
 
-import csv
 import glob
-import json
 import os
 
+from cat_jax.data.corpus import ensure_corpus
+from cat_jax.data.manifest import read_manifest
 from cat_jax.errors import ConfigError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
-
-
-def read_manifest(path: str) -> list[dict]:
-  """JSONL (one object a line) or CSV with a header; needs `path`, optional `text` and `task`.
-  Relative paths are taken from the manifest's folder."""
-  root = os.path.dirname(os.path.abspath(path))
-  rows = []
-  with open(path, encoding="utf-8", newline="") as f:
-    if path.endswith(".csv"):
-      raw = list(csv.DictReader(f))
-    else:
-      raw = []
-      for n, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            raw.append(json.loads(line))
-          except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{n}: not a JSON object ({e.msg})") from None
-  for n, r in enumerate(raw, 1):
-    if not isinstance(r, dict) or not r.get("path"):
-      raise ConfigError(f"{path}: row {n} has no 'path'")
-    text = r.get("text") or ""
-    rows.append({"path": os.path.join(root, r["path"]), "text": text,
-                 "task": r.get("task") or ("asr" if text else "")})
-  return rows
 
 
 def _sidecar(audio_path: str) -> tuple[str, str]:
@@ -166,25 +141,40 @@ class ArrayRecordSource:
     return f"ArrayRecordSource({len(self.paths)} shards, {len(self)} records)"
 
 
+SOURCE_KINDS = ("folder", "tfds", "arrayrecord", "corpus")
+SPEC_FORMS = "'folder:PATH', 'tfds:NAME[:SPLIT]', 'arrayrecord:GLOB', 'corpus:DIR/NAME.jsonl' or an existing folder"
+
+
+def parse_spec(spec) -> tuple[str, str]:
+  """The one rule for a source spec string (training configs and open_source both use it):
+  'KIND:REST' -> (KIND, REST) for a known KIND with a non-empty REST; an existing path is a folder.
+  Raises ConfigError with the reason (the caller names the spec)."""
+  if not isinstance(spec, str) or not spec:
+    raise ConfigError(f"expected a source spec string: {SPEC_FORMS}")
+  kind, _, rest = spec.partition(":")
+  if kind in SOURCE_KINDS:
+    if not rest or (kind == "tfds" and not rest.partition(":")[0]):
+      raise ConfigError(f"{kind} needs a {'dataset name' if kind == 'tfds' else 'path'}: expected {SPEC_FORMS}")
+    return kind, rest
+  if os.path.exists(spec):
+    return "folder", spec
+  raise ConfigError(f"unknown source kind {kind!r}; expected {SPEC_FORMS}")
+
+
 def open_source(spec: str, *, data_dir: str | None = None, tfds_fields: dict | None = None,
                 tfds_sample_rate: int | None = None):
-  """A source spec string -> a random-access source (see the module docstring)."""
+  """A source spec string (parse_spec) -> a random-access source (see the module docstring)."""
   if not isinstance(spec, str):
     return spec  # already a source object
-  kind, _, rest = spec.partition(":")
+  try:
+    kind, rest = parse_spec(spec)
+  except ConfigError as e:
+    raise ConfigError(f"source {spec!r}: {e}") from None
   if kind == "folder":
     return FolderSource(rest)
   if kind == "tfds":
     name, _, split = rest.partition(":")
-    if not name:
-      raise ConfigError(f"tfds source needs a name: 'tfds:NAME[:SPLIT]', got {spec!r}")
     return TfdsSource(name, split or "train", data_dir, fields=tfds_fields, sample_rate=tfds_sample_rate)
   if kind == "arrayrecord":
     return ArrayRecordSource(rest)
-  if kind == "corpus":
-    from cat_jax.data.corpus import ensure_corpus
-    return FolderSource(ensure_corpus(rest))
-  if os.path.exists(spec):
-    return FolderSource(spec)
-  raise ConfigError(f"unknown source {spec!r}; expected 'folder:PATH', 'tfds:NAME[:SPLIT]', 'arrayrecord:GLOB' "
-                    "or 'corpus:DIR/MANIFEST.jsonl'")
+  return FolderSource(ensure_corpus(rest))

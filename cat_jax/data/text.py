@@ -10,6 +10,7 @@ import numpy as np
 PAD, BOS, EOS, TASK_ASR, TASK_CAPTION = 0, 1, 2, 3, 4
 BYTE_OFFSET = 8
 VOCAB_SIZE = 256 + BYTE_OFFSET
+MAX_TEXT_LEN = 128  # tokens per example a batch pads text to, by default (training: data.max_text_len)
 TASKS = {"asr": TASK_ASR, "caption": TASK_CAPTION}
 
 

@@ -11,13 +11,12 @@ import sys
 from typing import Iterable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from cat_jax.audio import load_audio, map_channels, resample
+from cat_jax.audio import map_channels, resample
 from cat_jax.codec import bucket
-from cat_jax.errors import AudioError, CATError, CodesError
+from cat_jax.errors import AudioError, CodesError
 from cat_jax.eval import baselines as bl
 from cat_jax.eval.metrics import METRICS, compute_all, display_mel
 
@@ -54,7 +53,7 @@ def _latents(graphdef, params, codes):
 @functools.partial(jax.jit, static_argnames=("graphdef", "dtype"))
 def _decode_latents(graphdef, params, z, frame_lengths, dtype=None):
   """(B, F, D) -> audio (B, F * downsample_rate, C); compiled once per length, whatever n is."""
-  return nnx.merge(graphdef, params).decode_latents(z, frame_lengths, dtype)[0]
+  return nnx.merge(graphdef, params).decode_latents(z, frame_lengths, dtype=dtype)[0]
 
 
 def reconstruct(model, audio: np.ndarray, num_quantizers_list: Sequence[int]) -> dict[int, np.ndarray]:
@@ -215,7 +214,7 @@ def write_reports(rows: Sequence[dict], out_dir: str | os.PathLike) -> dict[str,
   return paths
 
 
-# ---- command line ------------------------------------------------------------------
+# ---- inputs ----------------------------------------------------------------------------
 
 def find_audio(path: str | os.PathLike, max_clips: int | None = None) -> list[str]:
   """A single file, or the audio files under a folder (recursive, sorted), at most max_clips."""
@@ -230,71 +229,6 @@ def find_audio(path: str | os.PathLike, max_clips: int | None = None) -> list[st
     if not files:
       raise AudioError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {path}")
   return files[:max_clips] if max_clips else files
-
-
-def load_model(model_dir: str | None, checkpoint: str | None = None):
-  """The model to evaluate: a reference/Orbax model directory, or a training run's WORKDIR."""
-  if checkpoint is not None:
-    from cat_jax.checkpoint import restore_codec
-    return restore_codec(checkpoint)[0]
-  if model_dir is None:
-    raise CATError("eval needs --model DIR (config.json + safetensors) or --checkpoint WORKDIR")
-  from cat_jax.cli import load_model as load
-  return load(model_dir)
-
-
-def _parse_counts(text: str | None) -> tuple[int, ...] | None:
-  if text is None:
-    return None
-  try:
-    return tuple(int(t) for t in text.split(",") if t.strip())
-  except ValueError:
-    raise CodesError(f"--num-quantizers must be comma-separated integers, e.g. 1,2,4,8; got {text!r}") from None
-
-
-def run(args) -> int:
-  """The `eval` subcommand: prints the table, writes the reports; 0 on success, 2 on a user error."""
-  try:
-    nqs = _parse_counts(args.num_quantizers)
-    names = bl.parse_baselines(getattr(args, "baselines", None) or "")
-    for name in names:
-      bl.check_available(name)
-    if args.max_clips is not None and args.max_clips < 1:
-      raise CATError(f"--max-clips must be at least 1, got {args.max_clips}")
-    split = args.data.endswith(".jsonl")  # a corpus split manifest: the fixed evaluation set drawn from it
-    files = [] if split else find_audio(args.data, args.max_clips)
-    model = load_model(args.model, getattr(args, "checkpoint", None))
-    cfg = model.config
-    if split:
-      from cat_jax.data.corpus import validation_clips
-      pairs = validation_clips(args.data, cfg.sampling_rate, args.max_clips or 26)
-      files, clips = [name for name, _ in pairs], [map_channels(x, cfg.channels) for _, x in pairs]
-    else:
-      clips = (load_audio(f, cfg.sampling_rate, cfg.channels) for f in files)
-    rows = evaluate(model, clips, nqs, out_dir=args.out, verbose=True, baselines=names)
-  except CATError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(markdown_table(rows), end="")
-  print(f"{len(files)} clip(s); wrote results.csv, results.md, bitrate_quality.png to {args.out}",
-        file=sys.stderr)
-  return 0
-
-
-def register(subparsers) -> None:
-  """Adds the `eval` subcommand to an argparse subparsers object (func=run)."""
-  p = subparsers.add_parser("eval", help="reconstruction metrics over codebook counts (paper's table)",
-                            description=__doc__)
-  p.add_argument("--model", help="model directory: config.json + model.safetensors")
-  p.add_argument("--checkpoint", help="a training run's WORKDIR (its newest checkpoint)")
-  p.add_argument("--data", required=True, help="an audio file, a folder of audio files, or a corpus split "
-                 "manifest such as runs/corpus/val_voice.jsonl (--max-clips clips spread over it, default 26)")
-  p.add_argument("--num-quantizers", help="comma-separated codebook counts (default 1,2,4,8,... up to the model's)")
-  p.add_argument("--out", default="eval_out", help="output folder (default: eval_out)")
-  p.add_argument("--max-clips", type=int, help="evaluate at most this many files")
-  p.add_argument("--baselines", help="also score classic codecs, comma-separated: "
-                 + ", ".join([*bl.GROUPS, *bl.BASELINES]) + " (needs codec2 / opus-tools)")
-  p.set_defaults(func=run)
 
 
 def mel_comparison(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sr: int, path: str | os.PathLike) -> str:

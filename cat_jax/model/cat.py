@@ -33,9 +33,9 @@ def _build(specs, downsample: bool, key, remat: bool):
       for s, k in zip(specs, keys)])
 
 
-def run_modules(modules, x, lengths, offsets=None, caches=None, dtype=None, layers=None):
+def run_modules(modules, x, lengths, *, offsets=None, caches=None, dtype=None):
   """Runs a module list. offsets[i]: (B,) first position of Transformer i (streaming), caches[i]:
-  its stacked KV cache, layers[i]: its per-layer states to run unrolled. Returns (x, lengths, new caches)."""
+  its stacked KV cache. Returns (x, lengths, new caches)."""
   new_caches = []
   for i, m in enumerate(modules):
     if isinstance(m, PatchedPretransform):
@@ -46,7 +46,7 @@ def run_modules(modules, x, lengths, offsets=None, caches=None, dtype=None, laye
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))
     if offsets is not None:
       positions = positions + offsets[i][:, None]
-    x, c = m(x, positions, None if caches is None else caches[i], dtype, None if layers is None else layers[i])
+    x, c = m(x, positions, caches=None if caches is None else caches[i], dtype=dtype)
     new_caches.append(c)
   return x, lengths, new_caches
 
@@ -61,31 +61,29 @@ class CATModel(nnx.Module):
     self.quantizer = ResidualQuantizer(config.quantizer, key=k2)
     self.decoder = _build(config.decoder, False, k3, remat)
 
-  def encode_latents(self, audio: jax.Array, lengths: jax.Array, dtype=None, layers=None):
-    """audio: (B, T, C) with T a multiple of downsample_rate -> (hidden (B, F, D), frame lengths (B,)).
-
-    `layers`: optional {module index: per-layer states} (`codec.inference_layers`) to run unrolled."""
-    x, lengths, _ = run_modules(self.encoder, audio.astype(jnp.float32), lengths, dtype=dtype, layers=layers)
+  def encode_latents(self, audio: jax.Array, lengths: jax.Array, *, dtype=None):
+    """audio: (B, T, C) with T a multiple of downsample_rate -> (hidden (B, F, D), frame lengths (B,))."""
+    x, lengths, _ = run_modules(self.encoder, audio.astype(jnp.float32), lengths, dtype=dtype)
     return x, lengths
 
-  def decode_latents(self, z: jax.Array, lengths: jax.Array, dtype=None, layers=None):
+  def decode_latents(self, z: jax.Array, lengths: jax.Array, *, dtype=None):
     """z: (B, F, D) quantizer output -> (audio (B, F*downsample_rate, C), sample lengths (B,))."""
-    x, lengths, _ = run_modules(self.decoder, z, lengths, dtype=dtype, layers=layers)
+    x, lengths, _ = run_modules(self.decoder, z, lengths, dtype=dtype)
     return x, lengths
 
-  def encode(self, audio, lengths, n_q: int | None = None, dtype=None, layers=None):
+  def encode(self, audio, lengths, n_q: int | None = None, *, dtype=None):
     """-> (codes (n_q, B, F) int32, frame lengths (B,), encoder hidden (B, F, D))."""
-    h, flen = self.encode_latents(audio, lengths, dtype, layers)
+    h, flen = self.encode_latents(audio, lengths, dtype=dtype)
     q = self.quantizer(h, flen, n_q)
     return q.codes, flen, h
 
-  def decode(self, codes, frame_lengths, dtype=None, layers=None):
+  def decode(self, codes, frame_lengths, *, dtype=None):
     """codes: (n_q, B, F) -> (audio (B, F*downsample_rate, C), sample lengths (B,))."""
-    return self.decode_latents(self.quantizer.decode(codes), frame_lengths, dtype, layers)
+    return self.decode_latents(self.quantizer.decode(codes), frame_lengths, dtype=dtype)
 
-  def __call__(self, audio, lengths, active: jax.Array | None = None, dtype=None) -> ForwardOutput:
+  def __call__(self, audio, lengths, active: jax.Array | None = None, *, dtype=None) -> ForwardOutput:
     """Training forward: encode, quantize (optionally with per-example codebook counts), decode."""
-    h, flen = self.encode_latents(audio, lengths, dtype)
+    h, flen = self.encode_latents(audio, lengths, dtype=dtype)
     q = self.quantizer(h, flen, None, active)
-    y, _ = self.decode_latents(q.quantized, flen, dtype)
+    y, _ = self.decode_latents(q.quantized, flen, dtype=dtype)
     return ForwardOutput(y, q, h, flen)

@@ -99,7 +99,7 @@ class Attention(nnx.Module):
     self.in_proj = Dense((c,), (3, h, spec.head_dim), ("embed", "qkv", "heads", "head_dim"), key=k1)
     self.out_proj = Dense((h, spec.head_dim), (c,), ("heads", "head_dim", "embed"), key=k2)
 
-  def __call__(self, x, positions, cache: KVCache | None = None, dtype=None, tables=None):
+  def __call__(self, x, positions, *, cache: KVCache | None = None, dtype=None, tables=None):
     """x: (B, T, C), positions: (B, T), tables: optional `rope_tables(positions)`.
     Returns (y (B, T, C), new cache or None)."""
     qkv = self.in_proj(x, dtype)  # (B, T, 3, H, Dh)
@@ -190,8 +190,8 @@ class TransformerLayer(nnx.Module):
     self.has_scale = spec.layer_scale is not None
     self.gated = spec.gating != "none"
 
-  def __call__(self, x, positions, cache=None, dtype=None, tables=None):
-    y, cache = self.self_attn(self.norm1(x), positions, cache, dtype, tables)
+  def __call__(self, x, positions, *, cache=None, dtype=None, tables=None):
+    y, cache = self.self_attn(self.norm1(x), positions, cache=cache, dtype=dtype, tables=tables)
     x = x + (self.layer_scale_1(y) if self.has_scale else y).astype(x.dtype)
     h = self.norm2(x)
     if self.gated:
@@ -209,7 +209,10 @@ def _prepend_layer_axis(module: nnx.Module) -> None:
 
 
 class Transformer(nnx.Module):
-  """`num_layers` layers stacked on a leading axis, scanned; optional sinusoidal embedding."""
+  """`num_layers` layers stacked on a leading axis, scanned; optional sinusoidal embedding.
+
+  `unroll()` turns the stack into per-layer modules that run one after the other (offline CPU
+  coding, see `codec.unrolled`); nothing else changes."""
 
   def __init__(self, spec: TransformerSpec, *, key, remat: bool = False):
     self.spec = spec
@@ -222,27 +225,37 @@ class Transformer(nnx.Module):
     self.layers = make(jax.random.split(key, spec.num_layers))
     _prepend_layer_axis(self.layers)
 
-  def __call__(self, x, positions, caches: KVCache | None = None, dtype=None, layers=None):
-    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None. Returns (x, new caches or None).
+  @property
+  def unrolled(self) -> bool:
+    return isinstance(self.layers, nnx.List)
 
-    `layers`: optional per-layer states (see `unstack_layers`) to run unrolled instead of scanned."""
+  def unroll(self) -> None:
+    """Replaces the stacked layers by per-layer modules whose weights are views of the stack
+    (zero-copy on the CPU, see `unstack_layers`). For offline coding only: streaming steps gain
+    nothing from it (their cost is not weight copies)."""
+    if not self.unrolled:
+      graphdef, state = nnx.split(self.layers)
+      self.layers = nnx.List([nnx.merge(graphdef, s) for s in unstack_layers(state)])
+
+  def __call__(self, x, positions, *, caches: KVCache | None = None, dtype=None):
+    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None. Returns (x, new caches or None)."""
     spec = self.spec
     if spec.positional_embedding in ("sin", "sin_rope"):
       x = x + spec.positional_scale * sin_embedding(positions, x.shape[-1], spec.max_period).astype(x.dtype)
-    graphdef, state = nnx.split(self.layers)
     tables = None
     if spec.positional_embedding in ("rope", "sin_rope"):
       tables = rope_tables(positions, spec.head_dim, spec.max_period)
-    if layers is not None:  # offline only: streaming steps gain nothing from it (their cost is not weight copies)
+    if self.unrolled:
       if caches is not None:
         raise ValueError("unrolled layers serve offline coding only, not cached streaming")
-      for layer_state in layers:
-        x, _ = nnx.merge(graphdef, layer_state)(x, positions, None, dtype, tables)
+      for layer in self.layers:
+        x, _ = layer(x, positions, dtype=dtype, tables=tables)
       return x, None
+    graphdef, state = nnx.split(self.layers)
 
     def body(x, layer_in):
       layer_state, cache = layer_in
-      return nnx.merge(graphdef, layer_state)(x, positions, cache, dtype, tables)
+      return nnx.merge(graphdef, layer_state)(x, positions, cache=cache, dtype=dtype, tables=tables)
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
@@ -276,10 +289,10 @@ class ProjectedTransformer(nnx.Module):
     if spec.output_dimension != spec.d_model:
       self.output_proj = Dense((spec.d_model,), (spec.output_dimension,), ("embed", "io"), key=k3)
 
-  def __call__(self, x, positions, caches=None, dtype=None, layers=None):
+  def __call__(self, x, positions, *, caches=None, dtype=None):
     if self.spec.input_dimension != self.spec.d_model:
       x = self.input_proj(x, dtype).astype(jnp.float32)
-    x, caches = self.transformer(x, positions, caches, dtype, layers)
+    x, caches = self.transformer(x, positions, caches=caches, dtype=dtype)
     if self.spec.output_dimension != self.spec.d_model:
       x = self.output_proj(x, dtype).astype(jnp.float32)
     return x, caches

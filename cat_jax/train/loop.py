@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import signal
 from typing import Callable
@@ -17,11 +16,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cat_jax import parallel, sharding
-from cat_jax.checkpoint import TrainCheckpointer
-from cat_jax.errors import CATError, ConfigError
+from cat_jax import sharding
+from cat_jax.errors import CATError
+from cat_jax.loader import load_codec
+from cat_jax.train import parallel
 from cat_jax.train import state as state_lib
 from cat_jax.train import step as step_lib
+from cat_jax.train import train_config
+from cat_jax.train.checkpoints import TrainCheckpointer
 from cat_jax.train.logger import MetricLogger
 
 
@@ -66,62 +68,61 @@ class _Preemption:
     return bool(np.max(multihost_utils.process_allgather(np.array([self.flag]))))
 
 
-def segment_samples(seconds: float, downsample_rate: int, sample_rate: int) -> int:
-  """A segment length in seconds rounded up to whole frames, in samples."""
-  frames = max(1, int(np.ceil(seconds * sample_rate / downsample_rate)))
-  return frames * downsample_rate
-
-
-def make_data(cfg, mc, seed_offset: int = 0, batch_size: int | None = None, source: str | None = None,
+def make_data(cfg, mc=None, seed_offset: int = 0, batch_size: int | None = None, source: str | None = None,
               segment_seconds: float | None = None):
-  """The training iterator (or, with `source`/`segment_seconds`, another one shaped like it)."""
+  """The training iterator of a recipe or TrainConfig (or, with `source`/`segment_seconds`,
+  another one shaped like it); `batch_size` is global (default: the stage-1 batch), `mc` the
+  codec config (default cfg.model). The source spec was checked when the config was parsed."""
   from cat_jax.data.pipeline import make_iterator
-  src = source or cfg.data.source
-  if not isinstance(src, str) or ":" not in src:
-    raise ConfigError(f"data.source must be folder:PATH, tfds:NAME[:SPLIT], arrayrecord:GLOB or "
-                      f"corpus:DIR/MANIFEST.jsonl, got {src!r}")
+  cfg = train_config.parse(cfg)
+  mc = cfg.model if mc is None else mc
   d = cfg.data
   return make_iterator(
-      src, sample_rate=mc.sampling_rate, channels=mc.channels,
-      segment_samples=segment_samples(segment_seconds or cfg.segment_seconds, mc.downsample_rate, mc.sampling_rate),
-      batch_size=batch_size or cfg.batch_size, seed=cfg.seed + seed_offset,
-      max_text_len=d.get("max_text_len", 128), num_workers=d.get("num_workers", 0),
-      gain_db=tuple(d.gain_db) if d.get("gain_db", None) else None,
-      shard_index=jax.process_index(), shard_count=jax.process_count(), data_dir=d.get("data_dir", None))
+      source or d.source, sample_rate=mc.sampling_rate, channels=mc.channels,
+      segment_samples=cfg.segment_samples(segment_seconds), batch_size=batch_size or cfg.batch_size,
+      seed=cfg.seed + seed_offset, max_text_len=d.max_text_len, num_workers=d.num_workers, gain_db=d.gain_db,
+      shard_index=jax.process_index(), shard_count=jax.process_count(), data_dir=d.data_dir)
 
 
 def _init_codec_params(cfg):
-  """Codec weights of `init_from` (reference directory or Orbax params checkpoint), or None."""
-  if not cfg.get("init_from"):
+  """Codec weights of `init_from` (any layout `load_codec` reads), checked against the recipe's
+  model; None without `init_from`. Errors are one line naming init_from."""
+  if not cfg.init_from:
     return None
-  from cat_jax.cli import load_model
-  return load_model(cfg.init_from).params
+  try:
+    return load_codec(cfg.init_from, expect=state_lib.model_config(cfg)).params
+  except CATError as e:
+    raise type(e)(f"init_from: {e}") from None
 
 
 def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
           on_log: Callable[[int, dict], None] | None = None) -> RunResult:
-  """Runs (or resumes) a training run to cfg.num_steps; returns the final state.
+  """Runs (or resumes) a training run to cfg.num_steps (cfg: a recipe ConfigDict or a TrainConfig);
+  returns the final state. The data batch is `batch_size` in stage 1 and `schedule.stage2_batch_size`
+  from step `schedule.stage1_steps` on; the example stream (and so the saved data position) is the
+  same whatever the batch, so a resume on either side of the switch continues exactly.
 
   `on_log(step, metrics)`, if given, receives each logged step's flat scalars (e.g. a live loss plot)."""
+  cfg = train_config.parse(cfg)
   trainer = state_lib.build_trainer(cfg)
-  mc = trainer.model_config
   mesh = sharding.mesh_from_config(cfg)
-  parallel.check_batch_divides(cfg.batch_size, mesh)
-  ckpt = TrainCheckpointer(workdir, keep=cfg.get("keep_checkpoints", 3))
-  data = make_data(cfg, mc)
+  stages = {cfg.stage(0), cfg.stage(max(cfg.num_steps - 1, 0))}
+  for stage in sorted(stages):
+    parallel.check_batch_divides(cfg.stage_batch_size(stage), mesh)
+  ckpt = TrainCheckpointer(workdir, keep=cfg.keep_checkpoints)
   restored = ckpt.restore(parallel.sharded_abstract_state(trainer, mesh))  # onto this run's mesh
+  start = 0 if restored is None else restored[0]
+  data = make_data(cfg, batch_size=cfg.stage_batch_size(cfg.stage(start)))
   if restored is not None:
-    start, state, _, data_state = restored
+    _, state, _, data_state = restored
     if data_state is not None:
       data.set_state(data_state)
     else:
       print(f"[train] no data position saved for step {start}; the data order restarts", flush=True)
     print(f"[train] resumed from step {start} in {ckpt.directory}", flush=True)
   else:
-    start = 0
     state = parallel.init_sharded_state(trainer, mesh, jax.random.key(cfg.seed), _init_codec_params(cfg))
-  meta = {"config": json.loads(cfg.to_json_best_effort()), "process_count": jax.process_count()}
-  stage1 = int(cfg.schedule.stage1_steps)
+  meta = {"config": cfg.to_dict(), "process_count": jax.process_count()}
   steps = {}  # stage -> jitted step (a static stage compiles a smaller program than lax.cond over both)
 
   def step_fn(stage):
@@ -130,9 +131,9 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
     return steps[stage]
 
   eval_batch = None
-  if cfg.get("eval_every"):  # a fixed batch: of data.eval_source (e.g. unseen voices) or held out of the training data
-    held_out = make_data(cfg, mc, seed_offset=10_000, batch_size=cfg.get("eval_batch_size", None),
-                         source=cfg.data.get("eval_source", None), segment_seconds=cfg.get("eval_segment_seconds", None))
+  if cfg.eval_every:  # a fixed batch: of data.eval_source (e.g. unseen voices) or held out of the training data
+    held_out = make_data(cfg, seed_offset=10_000, batch_size=cfg.eval_batch_size, source=cfg.data.eval_source,
+                         segment_seconds=cfg.eval_segment_seconds)
     eval_batch = next(held_out)
     held_out.close()
   log = MetricLogger(workdir, cfg.num_steps, start, enabled=jax.process_index() == 0)
@@ -142,8 +143,10 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
     while step < cfg.num_steps:
       batch = {k: v for k, v in next(data).items() if k in parallel.BATCH_NDIM}
       with parallel.mesh_context(mesh):
-        state, metrics = step_fn(1 if step < stage1 else 2)(state, sharding.shard_batch(batch, mesh))
+        state, metrics = step_fn(cfg.stage(step))(state, sharding.shard_batch(batch, mesh))
       step += 1
+      if step == cfg.schedule.stage1_steps:  # the next batch is stage 2's (before any save: resumes match)
+        data.resize(cfg.stage_batch_size(2) // jax.process_count())
       if step % log_every == 0 or step == cfg.num_steps:
         flat = log.write(step, jax.device_get(metrics))
         last = flat
@@ -160,7 +163,7 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
                                 f"(step {step}); lower the learning rate or check the data")
         last_skipped = skipped
       eval_metrics = None
-      if eval_batch is not None and cfg.eval_every and step % cfg.eval_every == 0:
+      if eval_batch is not None and step % cfg.eval_every == 0:
         eval_metrics = evaluate(trainer, state, eval_batch, mesh, log, step)
       if pre.requested():
         ckpt.save(step, state, {**meta, "step": step}, data.get_state(), eval_metrics, wait=True)
@@ -183,7 +186,7 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
 def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
   """Reconstruction metrics on a fixed held-out batch for a sweep of codebook counts: the training
   mel/STFT/SI-SDR on the whole batch, and the paper's metrics (STOI, PESQ, mel loss, STFT distance,
-  SC, SI-SDR, SDR; cat_jax.eval.metrics) averaged over its first `eval_clips` clips (default 1); the
+  SC, SI-SDR, SDR; cat_jax.eval.metrics) averaged over its first `eval_clips` clips; the
   first clip's audio and mel picture go to TensorBoard."""
   from cat_jax.eval.metrics import compute_all
   mc = trainer.model_config
@@ -199,7 +202,7 @@ def evaluate(trainer, state, batch, mesh, log: MetricLogger, step: int) -> dict:
       out[f"eval/{k}@{n_q}"] = float(v)
   out["eval/mel"] = out[f"eval/mel@{n}"]
   if log.enabled and jax.process_count() == 1:  # one host: multi-host runs log the batch metrics
-    clips = max(1, min(int(trainer.config.get("eval_clips", 1)), len(batch["lengths"])))
+    clips = max(1, min(trainer.config.eval_clips, len(batch["lengths"])))
     x, lengths = jnp.asarray(batch["audio"][:clips]), jnp.asarray(batch["lengths"][:clips])
     for n_q in nqs:
       ys = np.asarray(_reconstruct_fn(trainer)(state.codec, x, lengths, jnp.int32(n_q))[0])

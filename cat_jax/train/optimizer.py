@@ -10,55 +10,37 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cat_jax.errors import ConfigError
-
-PARTS = ("encoder", "quantizer", "decoder", "lm")
+from cat_jax.train.train_config import PARTS, OptimizerConfig, parse_trainable  # noqa: F401  (re-exported)
 
 
-def make_schedule(cfg) -> optax.Schedule:
+def make_schedule(cfg: OptimizerConfig) -> optax.Schedule:
   """Linear warm-up from 0 to `lr` over `warmup_steps`, then 'constant', 'exponential'
   (lr * decay_rate ** steps) or 'cosine' (down to lr * min_lr_ratio at `decay_steps`)."""
-  lr, warm = float(cfg.lr), int(cfg.get("warmup_steps", 0))
-  kind = cfg.get("decay", "exponential")
-  if kind == "constant":
+  lr, warm = cfg.lr, cfg.warmup_steps
+  if cfg.decay == "constant":
     after = optax.constant_schedule(lr)
-  elif kind == "exponential":
-    after = optax.exponential_decay(lr, transition_steps=1, decay_rate=float(cfg.get("decay_rate", 0.999996)))
-  elif kind == "cosine":
-    after = optax.cosine_decay_schedule(lr, max(int(cfg.decay_steps) - warm, 1), float(cfg.get("min_lr_ratio", 0.0)))
-  else:
-    raise ConfigError(f"unknown lr decay {kind!r}; expected 'constant', 'exponential' or 'cosine'")
+  elif cfg.decay == "exponential":
+    after = optax.exponential_decay(lr, transition_steps=1, decay_rate=cfg.decay_rate)
+  else:  # 'cosine' (OptimizerConfig admits no other)
+    after = optax.cosine_decay_schedule(lr, max(cfg.decay_steps - warm, 1), cfg.min_lr_ratio)
   if warm <= 0:
     return after
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
 
 
-def make_optimizer(cfg, label_fn=None) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimizerConfig, label_fn=None) -> optax.GradientTransformation:
   """clip_by_global_norm(cfg.clip) -> AdamW(schedule, b1, b2, eps, weight_decay). With `label_fn`
   (params -> pytree of 'train' / 'freeze'), frozen leaves get exactly zero update and no clipping share."""
   tx = optax.chain(
-      optax.clip_by_global_norm(float(cfg.clip)),
-      optax.adamw(make_schedule(cfg), b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.get("eps", 1e-8)),
-                  weight_decay=float(cfg.weight_decay)))
-  if cfg.get("flatten", False):
+      optax.clip_by_global_norm(cfg.clip),
+      optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
+  if cfg.flatten:
     # One vector instead of one kernel per leaf: XLA:CPU compiles the update in seconds rather than
     # minutes. Same maths; for small models on CPU only (a flat vector does not keep FSDP sharding).
     tx = optax.flatten(tx)
   if label_fn is None:
     return tx
   return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, label_fn)
-
-
-def parse_trainable(trainable: str) -> frozenset[str]:
-  """'all' or parts joined by '+' or ',' among encoder, quantizer, decoder, lm."""
-  if trainable in (None, "all"):
-    return frozenset(PARTS)
-  parts = frozenset(p.strip() for p in trainable.replace(",", "+").split("+") if p.strip())
-  bad = parts - set(PARTS)
-  if bad or not parts:
-    raise ConfigError(f"trainable={trainable!r}: unknown part(s) {sorted(bad)}; use 'all' or a '+'-joined "
-                      f"subset of {PARTS}")
-  return parts
 
 
 def part_of(path) -> str:

@@ -135,22 +135,3 @@ def plot_run(workdir: str | os.PathLike, out: str | os.PathLike | None = None, v
   if verbose:
     print(f"{os.fspath(workdir)}: {len(rows)} rows, {len(drawn)} series -> {out}")
   return out
-
-
-def run(args) -> int:
-  """The `plot` subcommand: 0 on success, 2 on a user error (one line)."""
-  try:
-    plot_run(args.workdir, args.out, verbose=True)
-  except CATError as e:
-    print(f"cat-jax plot: error: {e}", file=sys.stderr)
-    return 2
-  return 0
-
-
-def register(subparsers) -> None:
-  """Adds the `plot` subcommand to an argparse subparsers object (func=run)."""
-  p = subparsers.add_parser("plot", help="a training run's learning curves (WORKDIR/metrics.jsonl) -> PNG",
-                            description=__doc__)
-  p.add_argument("workdir", help="the run's WORKDIR (holds metrics.jsonl)")
-  p.add_argument("--out", help="output PNG (default: WORKDIR/curves.png)")
-  p.set_defaults(func=run)

@@ -48,7 +48,7 @@ class SemanticLM(nnx.Module):
     pre_pos = jnp.where(fr < prefix_lengths[:, None], fr, -1)
     txt_pos = prefix_lengths[:, None].astype(jnp.int32) + jnp.arange(l, dtype=jnp.int32)[None]
     positions = jnp.concatenate([jnp.broadcast_to(pre_pos, (b, f)), txt_pos], axis=1)
-    h, _ = self.transformer(x, positions, None, dtype)
+    h, _ = self.transformer(x, positions, dtype=dtype)
     h = self.norm(h[:, f:])
     return self.head(h, dtype).astype(jnp.float32)
 

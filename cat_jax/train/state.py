@@ -14,13 +14,14 @@ import optax
 from flax import nnx, struct
 
 from cat_jax.config import CATConfig
-from cat_jax.errors import CheckpointError, ConfigError
 from cat_jax.model.cat import CATModel
 from cat_jax.train import optimizer as opt_lib
+from cat_jax.train import train_config
 from cat_jax.train.discriminators import Discriminators
 from cat_jax.train.semantic_lm import SemanticLM
+from cat_jax.train.train_config import TrainConfig
 
-DTYPES = {"float32": None, "bfloat16": jnp.bfloat16, None: None}
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # compute_dtype -> the dtype handed to the model
 
 
 @struct.dataclass
@@ -44,7 +45,7 @@ class TrainState:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
   """Everything static about a run; `train_step`/`eval_step` close over it."""
-  config: Any  # the ml_collections ConfigDict
+  config: TrainConfig
   model_config: CATConfig
   codec_def: Any
   lm_def: Any
@@ -57,58 +58,49 @@ class Trainer:
 
 
 def model_config(cfg) -> CATConfig:
-  """CATConfig from cfg.model (the reference config.json schema)."""
+  """The CATConfig of a TrainConfig, or of a recipe's `model` block alone (the reference config.json schema)."""
+  if isinstance(cfg, TrainConfig):
+    return cfg.model
   raw = cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model)
   return CATConfig.from_dict(raw)
 
 
-def _modules(cfg, mc: CATConfig, key):
+def _modules(cfg: TrainConfig, key):
   k1, k2, k3 = jax.random.split(key, 3)
-  remat = bool(cfg.get("remat", False))
-  codec = CATModel(mc, key=k1, remat=remat)
-  lm = SemanticLM(mc.quantizer.output_dim, key=k2, remat=remat, **cfg.lm.to_dict())
+  codec = CATModel(cfg.model, key=k1, remat=cfg.remat)
+  lm = SemanticLM(cfg.model.quantizer.output_dim, key=k2, remat=cfg.remat, **dataclasses.asdict(cfg.lm))
   d = cfg.disc
-  disc = Discriminators(key=k3, periods=tuple(d.periods), period_channels=tuple(d.period_channels),
-                        fft_sizes=tuple(d.fft_sizes), bands=tuple(d.bands), stft_channels=d.stft_channels)
+  disc = Discriminators(key=k3, periods=d.periods, period_channels=d.period_channels, fft_sizes=d.fft_sizes,
+                        bands=d.bands, stft_channels=d.stft_channels)
   return codec, lm, disc
 
 
 def build_trainer(cfg) -> Trainer:
-  """Parses the config, derives graphdefs without allocating weights, builds both optimisers."""
-  mc = model_config(cfg)
-  dtype_name = cfg.get("compute_dtype", "float32")
-  if dtype_name not in DTYPES:
-    raise ConfigError(f"compute_dtype={dtype_name!r}; expected 'float32' or 'bfloat16'")
-  codec, lm, disc = nnx.eval_shape(lambda: _modules(cfg, mc, jax.random.key(0)))
-  gen_tx = opt_lib.make_optimizer(cfg.optim.gen, opt_lib.trainable_label_fn(cfg.get("trainable", "all")))
+  """Parses the config (a recipe ConfigDict or a TrainConfig), derives graphdefs without allocating
+  weights, builds both optimisers."""
+  cfg = train_config.parse(cfg)
+  codec, lm, disc = nnx.eval_shape(lambda: _modules(cfg, jax.random.key(0)))
+  gen_tx = opt_lib.make_optimizer(cfg.optim.gen, opt_lib.trainable_label_fn(cfg.trainable))
   disc_tx = opt_lib.make_optimizer(cfg.optim.disc)
-  return Trainer(cfg, mc, nnx.graphdef(codec), nnx.graphdef(lm), nnx.graphdef(disc), gen_tx, disc_tx,
-                 opt_lib.make_schedule(cfg.optim.gen), opt_lib.make_schedule(cfg.optim.disc), DTYPES[dtype_name])
+  return Trainer(cfg, cfg.model, nnx.graphdef(codec), nnx.graphdef(lm), nnx.graphdef(disc), gen_tx, disc_tx,
+                 opt_lib.make_schedule(cfg.optim.gen), opt_lib.make_schedule(cfg.optim.disc),
+                 DTYPES[cfg.compute_dtype])
 
 
 def init_state(trainer: Trainer, key: jax.Array, codec_params: Any = None) -> TrainState:
   """Fresh state; `codec_params` (an nnx.State of CATModel, e.g. CAT.from_pretrained(...).params)
   replaces the random codec weights (fine-tuning from `init_from`)."""
   k_init, k_rng = jax.random.split(key)
-  codec, lm, disc = _modules(trainer.config, trainer.model_config, k_init)
+  codec, lm, disc = _modules(trainer.config, k_init)
   codec, lm, disc = nnx.state(codec, nnx.Param), nnx.state(lm, nnx.Param), nnx.state(disc, nnx.Param)
   if codec_params is not None:
     codec = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), codec_params)
-  ema_on = float(trainer.config.optim.get("ema_decay", 0.0) or 0.0) > 0
+  ema_on = trainer.config.optim.ema_decay > 0
   return TrainState(
       step=jnp.zeros((), jnp.int32), codec=codec, lm=lm, disc=disc,
       gen_opt=trainer.gen_tx.init({"codec": codec, "lm": lm}), disc_opt=trainer.disc_tx.init(disc),
       ema=jax.tree.map(jnp.copy, codec) if ema_on else None, rng=k_rng, skipped=jnp.zeros((), jnp.int32),
       code_usage=jnp.ones((trainer.model_config.num_quantizers, trainer.model_config.codebook_size), jnp.float32))
-
-
-def pretrained_codec_params(path, model_config: CATConfig):
-  """Codec params of a reference-layout directory (`init_from`), checked against the run's model config."""
-  from cat_jax.codec import CAT
-  cat = CAT.from_pretrained(path)
-  if cat.config != model_config:
-    raise CheckpointError(f"init_from={path}: its config.json describes another architecture than cfg.model")
-  return cat.params
 
 
 def num_params(tree) -> int:

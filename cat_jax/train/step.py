@@ -47,8 +47,8 @@ def _disc(trainer: Trainer, disc_params, audio: jax.Array):
 
 def _mel(trainer: Trainer, x, y, lengths):
   m = trainer.config.loss.mel
-  return losses.mel_loss(x, y, lengths, sr=trainer.model_config.sampling_rate, windows=tuple(m.windows),
-                         n_mels=tuple(m.n_mels), clamp_eps=m.clamp_eps, power=m.power, mag_weight=m.mag_weight,
+  return losses.mel_loss(x, y, lengths, sr=trainer.model_config.sampling_rate, windows=m.windows,
+                         n_mels=m.n_mels, clamp_eps=m.clamp_eps, power=m.power, mag_weight=m.mag_weight,
                          log_weight=m.log_weight, normalized=m.normalized)
 
 
@@ -84,11 +84,11 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   smask = losses.sample_mask(lengths, t)[..., None]
   x = audio * smask
   n_q = trainer.model_config.num_quantizers
-  p = float(cfg.get("quantizer_dropout", 1.0))
+  p = cfg.quantizer_dropout
   active = quantizer_dropout(rng, b, n_q, p) if p > 0 else None
 
   def codec_fwd(codec):
-    out = nnx.merge(trainer.codec_def, codec)(x, lengths, active, trainer.dtype)
+    out = nnx.merge(trainer.codec_def, codec)(x, lengths, active, dtype=trainer.dtype)
     q = out.quantizer
     outs = (out.audio.astype(jnp.float32), q.quantized.astype(jnp.float32), q.commitment_loss.sum(),
             q.codebook_loss.sum())
@@ -119,7 +119,7 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
       total = total + w.sem * parts["sem"]
     else:
       parts["sem"] = jnp.zeros(())
-    if w.get("stft", 0.0):
+    if w.stft:
       parts["stft"] = losses.stft_loss(x, y, lengths)
       total = total + w.stft * parts["stft"]
     if adversarial:
@@ -169,14 +169,14 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
 
 
 def _restart_codes(cfg, state: TrainState, codec, counts, weights, latents, ok, rng):
-  """Usage tracking and dead-code restarts (cfg.codebook_restart: decay, threshold; off when absent
-  or threshold 0). Skipped steps change nothing. Returns (codec, code_usage, restarted rows)."""
-  rc = cfg.get("codebook_restart", None)
-  if not rc or not float(rc.get("threshold", 0.0)):
+  """Usage tracking and dead-code restarts (cfg.codebook_restart: decay, threshold; off at
+  threshold 0). Skipped steps change nothing. Returns (codec, code_usage, restarted rows)."""
+  rc = cfg.codebook_restart
+  if not rc.threshold:
     return codec, state.code_usage, jnp.zeros((), jnp.int32)
-  usage = codebook_restart.update_usage(state.code_usage, counts, float(rc.decay))
+  usage = codebook_restart.update_usage(state.code_usage, counts, rc.decay)
   new_codec, usage, n = codebook_restart.restart_dead_codes(codec, usage, latents, weights,
-                                                            jax.random.fold_in(rng, 1), float(rc.threshold))
+                                                            jax.random.fold_in(rng, 1), rc.threshold)
   return (_where_finite(ok, new_codec, codec), jnp.where(ok, usage, state.code_usage),
           jnp.where(ok, n, 0))
 
@@ -191,7 +191,7 @@ def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array 
   state = state.replace(rng=next_rng)
   w = trainer.config.loss
   has_adv = bool(w.adv or w.feat)
-  stage1 = int(trainer.config.schedule.stage1_steps)
+  stage1 = trainer.config.schedule.stage1_steps
   if stage is None and (stage1 <= 0 or not has_adv):
     stage = 2 if stage1 <= 0 else 1
   if stage is not None:
@@ -216,10 +216,10 @@ def reconstruct(trainer: Trainer, codec_params, audio: jax.Array, lengths: jax.A
   model = nnx.merge(trainer.codec_def, codec_params)
   audio = audio.astype(jnp.float32)
   if n_q is not None and not isinstance(n_q, int):
-    out = model(audio, lengths, jnp.broadcast_to(jnp.asarray(n_q, jnp.int32), lengths.shape), trainer.dtype)
+    out = model(audio, lengths, jnp.broadcast_to(jnp.asarray(n_q, jnp.int32), lengths.shape), dtype=trainer.dtype)
     return out.audio.astype(jnp.float32), lengths
-  codes, flen, _ = model.encode(audio, lengths, n_q, trainer.dtype)
-  y, ylen = model.decode(codes, flen, trainer.dtype)
+  codes, flen, _ = model.encode(audio, lengths, n_q, dtype=trainer.dtype)
+  y, ylen = model.decode(codes, flen, dtype=trainer.dtype)
   return y.astype(jnp.float32), ylen
 
 

@@ -1,5 +1,4 @@
 """Baseline codecs (Codec 2, Opus) beside the model: delay alignment, the tools, evaluate's rows, CLI."""
-import argparse
 import csv
 import shutil
 
@@ -7,6 +6,7 @@ import numpy as np
 import pytest
 
 from cat_jax.audio import write_audio
+from cat_jax.cli import main
 from cat_jax.errors import CATError
 from cat_jax.eval import baselines as bl
 from cat_jax.eval import evaluate as ev
@@ -107,9 +107,6 @@ def test_evaluate_with_baselines(tiny_model, speech24k, tmp_path):
 
 def test_eval_subcommand_rejects_unknown_baseline(tmp_path, capsys):
   write_audio(tmp_path / "a.wav", _speech_like(24000)[None], 24000)
-  parser = argparse.ArgumentParser()
-  ev.register(parser.add_subparsers())
-  args = parser.parse_args(["eval", "--data", str(tmp_path / "a.wav"), "--baselines", "opus,nope"])
-  assert args.func(args) == 2
+  assert main(["eval", "--data", str(tmp_path / "a.wav"), "--baselines", "opus,nope"]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and err.startswith("error: unknown baseline 'nope'; valid: codec2, opus,")

@@ -1,11 +1,12 @@
 """evaluate() on the golden tiny model with real speech; reports; the `eval` subcommand."""
-import argparse
 import csv
 
 import numpy as np
 import pytest
 
 from cat_jax.audio import write_audio
+from cat_jax.cli import evaluate as cli_eval
+from cat_jax.cli import main
 from cat_jax.errors import CodesError
 from cat_jax.eval import evaluate as ev
 from cat_jax.eval.metrics import METRICS, compute_all
@@ -72,15 +73,12 @@ def test_eval_subcommand(tiny_model, golden_dir, clips, tmp_path, capsys, monkey
   write_audio(data / "sub" / "b.flac", clips[1], 24000)
   (data / "notes.txt").write_text("not audio")
   assert ev.find_audio(data) == [str(data / "a.wav"), str(data / "sub" / "b.flac")]
-  load_model = ev.load_model
-  monkeypatch.setattr(ev, "load_model", lambda d, c=None: tiny_model if d == str(golden_dir) and c is None
-                      else load_model(d, c))  # reuse the fixture's compiled functions
-  parser = argparse.ArgumentParser()
-  ev.register(parser.add_subparsers())
+  load_codec = cli_eval.load_codec
+  monkeypatch.setattr(cli_eval, "load_codec", lambda path, **kw: tiny_model if path == str(golden_dir) and not kw
+                      else load_codec(path, **kw))  # reuse the fixture's compiled functions
   out = tmp_path / "out"
-  args = parser.parse_args(["eval", "--model", str(golden_dir), "--data", str(data),
-                            "--num-quantizers", "2,1", "--max-clips", "1", "--out", str(out)])
-  assert args.func(args) == 0
+  assert main(["eval", "--model", str(golden_dir), "--data", str(data),
+               "--num-quantizers", "2,1", "--max-clips", "1", "--out", str(out)]) == 0
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith("| bit/s |") and len(printed) == 4
   with open(out / "results.csv") as f:
@@ -88,13 +86,12 @@ def test_eval_subcommand(tiny_model, golden_dir, clips, tmp_path, capsys, monkey
   assert (out / "bitrate_quality.png").stat().st_size > 0
 
   def fails(*argv):
-    a = parser.parse_args(["eval", "--data", str(data), *argv])
-    rc = a.func(a)
+    rc = main(["eval", "--data", str(data), *argv])
     return rc, capsys.readouterr().err
 
   rc, err = fails("--model", str(golden_dir), "--num-quantizers", "1,99")
   assert rc == 2 and "1..8" in err
   rc, err = fails("--checkpoint", str(tmp_path))
   assert rc == 2 and "no training checkpoint in" in err
-  a = parser.parse_args(["eval", "--model", str(golden_dir), "--data", str(tmp_path / "missing")])
-  assert a.func(a) == 2 and "not found" in capsys.readouterr().err
+  assert main(["eval", "--model", str(golden_dir), "--data", str(tmp_path / "missing")]) == 2
+  assert "not found" in capsys.readouterr().err

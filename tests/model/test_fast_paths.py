@@ -40,11 +40,13 @@ def test_block_causal_attention_equals_dense(context):
 
 def test_unrolled_views_alias_the_stack_and_match_the_scan(golden_dir):
   model = codec.CAT.from_pretrained(golden_dir)
-  layers = codec.inference_layers(model.params)
-  assert layers is not None and set(layers) == {"encoder", "decoder"}
-  i = next(iter(layers["encoder"]))
+  assert codec.on_one_cpu(model.params)
+  graphdef, params = codec.unrolled(model.graphdef, model.params)
+  assert model._offline()[2] is not model.params  # what CAT codes with here: the unrolled pair
+  i = next(i for i, m in model.params["encoder"].items() if "transformer" in m)
   stacked = model.params["encoder"][i]["transformer"]["layers"]["linear1"]["kernel"][...]
-  views = [s["linear1"]["kernel"][...] for s in layers["encoder"][i]]
+  unstacked = params["encoder"][i]["transformer"]["layers"]
+  views = [unstacked[j]["linear1"]["kernel"][...] for j in range(len(unstacked))]
   assert len(views) == stacked.shape[0]
   for j, v in enumerate(views):  # zero-copy: each view points into the stacked buffer
     np.testing.assert_array_equal(v, stacked[j])
@@ -53,12 +55,12 @@ def test_unrolled_views_alias_the_stack_and_match_the_scan(golden_dir):
   audio = np.random.default_rng(0).normal(size=(2, 1, 5 * model.config.downsample_rate)).astype(np.float32) * 0.1
   x, lengths = jnp.asarray(audio.transpose(0, 2, 1)), jnp.array([audio.shape[-1]] * 2)
   enc_scan = codec.encode_fn(model.graphdef, model.params, x, lengths)
-  enc_unrolled = codec.encode_fn(model.graphdef, model.params, x, lengths, layers=layers["encoder"])
+  enc_unrolled = codec.encode_fn(graphdef, params, x, lengths)
   np.testing.assert_array_equal(enc_scan[0], enc_unrolled[0])
   np.testing.assert_allclose(enc_scan[2], enc_unrolled[2], atol=1e-5, rtol=0)
   dec_scan = codec.decode_fn(model.graphdef, model.params, enc_scan[0], enc_scan[1])
-  dec_unrolled = codec.decode_fn(model.graphdef, model.params, enc_scan[0], enc_scan[1], layers=layers["decoder"])
+  dec_unrolled = codec.decode_fn(graphdef, params, enc_scan[0], enc_scan[1])
   np.testing.assert_allclose(dec_scan[0], dec_unrolled[0], atol=1e-5, rtol=0)
 
   model.params = jax.tree.map(lambda a: a + 0, model.params)  # new params drop the stale views
-  assert model._layers is None
+  assert model._coder is None

@@ -50,3 +50,21 @@ def test_workers_resume(small_folder):
     assert_batches_equal(batches(resumed, 2), ref[3:5])
   finally:
     resumed.close()
+
+
+def test_resize_keeps_the_example_stream(small_folder):
+  """The loop switches to the stage-2 batch with resize(): the examples run on in the same order,
+  and a resume after the switch (a fresh iterator at the new batch + the saved state) continues exactly."""
+  def flat(bs):
+    return {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}
+  ref = flat(batches(make_iterator("folder:" + small_folder, **KW), 4))  # 12 examples, in batches of 3
+  it = make_iterator("folder:" + small_folder, **KW)
+  first = batches(it, 2)
+  it.resize(2)
+  state = json.loads(json.dumps(it.get_state()))
+  after = batches(it, 3)
+  assert [b["audio"].shape[0] for b in after] == [2, 2, 2]
+  assert_batches_equal([flat(first + after)], [ref])
+  resumed = make_iterator("folder:" + small_folder, **{**KW, "batch_size": 2})
+  resumed.set_state(state)
+  assert_batches_equal(batches(resumed, 3), after)

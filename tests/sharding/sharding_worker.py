@@ -96,7 +96,8 @@ def single(out):
 
 def meshes(out, shapes):
   import jax
-  from cat_jax import parallel, sharding
+  from cat_jax import sharding
+  from cat_jax.train import parallel
   from cat_jax.train import state as state_lib
   trainer = state_lib.build_trainer(small_config())
   batches = [make_batch(seed=s) for s in range(STEPS)]
@@ -123,7 +124,8 @@ def meshes(out, shapes):
 
 def process(out, addr, pid, nproc):
   import jax
-  from cat_jax import parallel, sharding
+  from cat_jax import sharding
+  from cat_jax.train import parallel
   from cat_jax.train import state as state_lib
   from ml_collections import ConfigDict
   cfg = small_config()

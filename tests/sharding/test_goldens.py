@@ -8,7 +8,8 @@ import jax
 import pytest
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
-from cat_jax import parallel, sharding
+from cat_jax import sharding
+from cat_jax.train import parallel
 from cat_jax.train import state as state_lib
 
 CONFIG = pathlib.Path(__file__).resolve().parents[2] / "configs" / "moss_audio_tokenizer.py"

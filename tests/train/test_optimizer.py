@@ -1,7 +1,6 @@
 """Schedules, freezing and EMA."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -13,7 +12,7 @@ def _cfg(**kw):
   base = {"lr": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-8, "weight_decay": 0.01, "clip": 10.0, "warmup_steps": 0,
           "decay": "exponential", "decay_rate": 0.9, "decay_steps": 0, "min_lr_ratio": 0.0}
   base.update(kw)
-  return ml_collections.ConfigDict(base)
+  return opt.OptimizerConfig(**base)
 
 
 def test_schedules():

@@ -181,11 +181,12 @@ def test_stage_switch_bf16_remat_trace(fast_cfg, batch_fn):
 
 def test_init_from_reference_dir(config_fn, fast_cfg, golden_dir):
   from cat_jax.errors import CheckpointError
+  from cat_jax.loader import load_codec
   cfg = config_fn("tiny")
   mc = state_lib.model_config(cfg)
-  params = state_lib.pretrained_codec_params(golden_dir, mc)
+  params = load_codec(golden_dir, expect=mc).params
   trainer = state_lib.build_trainer(cfg)
   st = jax.eval_shape(lambda: state_lib.init_state(trainer, jax.random.key(0)))
   assert jax.tree.structure(st.codec) == jax.tree.structure(params)
   with pytest.raises(CheckpointError):
-    state_lib.pretrained_codec_params(golden_dir, state_lib.model_config(fast_cfg))
+    load_codec(golden_dir, expect=state_lib.model_config(fast_cfg))

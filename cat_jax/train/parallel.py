@@ -20,6 +20,7 @@ from cat_jax import sharding as sh
 from cat_jax.errors import ConfigError
 from cat_jax.train import state as state_lib
 from cat_jax.train import step as step_lib
+from cat_jax.train import train_config
 
 # Training batch layout (cat_jax/data): name -> rank; the leading axis is always the batch.
 BATCH_NDIM: dict[str, int] = {"audio": 3, "lengths": 1, "text": 2, "text_lengths": 1}
@@ -111,17 +112,15 @@ def _distributed_initialized() -> bool:
 
 def maybe_initialize_distributed(cfg=None) -> bool:
   """jax.distributed.initialize from cfg.distributed.{coordinator_address, num_processes,
-  process_id} or the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment;
-  on a TPU pod (several worker hostnames) with no settings, JAX detects everything itself.
-  Returns True when running multi-process. Call it before anything touches a device."""
+  process_id} (cfg: a recipe or TrainConfig) or the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+  JAX_PROCESS_ID environment; on a TPU pod (several worker hostnames) with no settings, JAX
+  detects everything itself. Returns True when running multi-process. Call it before anything touches a device."""
   if _distributed_initialized():
     return True
-  d = cfg.get("distributed", None) if cfg is not None else None
-  d = {} if d is None else d
-  addr = d.get("coordinator_address", None) or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  num = d.get("num_processes", None) or os.environ.get("JAX_NUM_PROCESSES")
-  pid = d.get("process_id", None)
-  pid = os.environ.get("JAX_PROCESS_ID") if pid is None else pid
+  d = train_config.parse(cfg).distributed if cfg is not None else train_config.DistributedConfig()
+  addr = d.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  num = d.num_processes or os.environ.get("JAX_NUM_PROCESSES")
+  pid = os.environ.get("JAX_PROCESS_ID") if d.process_id is None else d.process_id
   # Cross-process collectives on CPU need gloo; the flag only affects the CPU client.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if addr:
