@@ -25,7 +25,7 @@ def _use_venv():
   except ImportError as e:
     missing = e.name
   venv_python = os.path.join(HERE, ".venv", "bin", "python")
-  if os.path.realpath(sys.executable) == os.path.realpath(venv_python):
+  if os.path.realpath(sys.prefix) == os.path.realpath(os.path.join(HERE, ".venv")):  # already in it
     raise SystemExit(f"train.py: {missing} is missing from .venv; rerun `bash .ci/setup.sh`")
   if not os.path.exists(venv_python):  # a fresh machine: the one set-up script, then this command again
     import subprocess

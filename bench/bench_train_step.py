@@ -58,9 +58,9 @@ def peak_flops(device) -> float | None:
   return None
 
 
-def matmul_peak(seconds: float = 1.0) -> float:
-  """This device's float32 matmul FLOP/s (best of repeated 1024^3 products): a CPU's practical peak."""
-  a = jax.numpy.ones((1024, 1024), jax.numpy.float32)
+def matmul_peak(seconds: float = 1.0, dtype="float32", n: int = 1024) -> float:
+  """This device's matmul FLOP/s in `dtype` (best of repeated n^3 products): the practical peak."""
+  a = jax.numpy.ones((n, n), dtype)
   mm = jax.jit(lambda x: x @ x)
   jax.block_until_ready(mm(a))
   best, end = float("inf"), time.perf_counter() + seconds
@@ -68,7 +68,7 @@ def matmul_peak(seconds: float = 1.0) -> float:
     t0 = time.perf_counter()
     jax.block_until_ready(mm(a))
     best = min(best, time.perf_counter() - t0)
-  return 2 * 1024 ** 3 / best
+  return 2 * n ** 3 / best
 
 
 def mfu(model_flops_per_step: float, step_seconds: float, n_devices: int, peak: float | None) -> float | None:

@@ -63,14 +63,62 @@ def load_audio(path: str | os.PathLike, sample_rate: int, channels: int) -> np.n
   return map_channels(resample(audio, sr, sample_rate), channels, os.fspath(path))
 
 
+def file_mode() -> int:
+  """The permissions a plain open() would give a new file (0o666 less the umask)."""
+  mask = os.umask(0)
+  os.umask(mask)
+  return 0o666 & ~mask
+
+
+def check_output_folder(path: str | os.PathLike, error=AudioError) -> None:
+  """The folder of an output file is a folder (made when missing) that can be written: checked
+  before any work, so a long job never fails at its last step."""
+  folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+  probe = folder
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise error(f"cannot write {os.fspath(path)}: {probe} is a file, not a folder")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise error(f"cannot write {os.fspath(path)}: {probe} is not writable")
+
+
+def audio_output_path(path: str | os.PathLike) -> str:
+  """Checks an audio output path before any work: a file name (not a directory) whose extension
+  is a format libsndfile writes (wav, flac, ogg, ...), in a folder that is or can be made. -> path."""
+  path = os.fspath(path)
+  if os.path.isdir(path) or path.endswith(os.sep):
+    raise AudioError(f"output {path} is a directory; give a file name such as {os.path.join(path, 'out.wav')}")
+  ext = os.path.splitext(path)[1][1:]
+  import soundfile as sf
+  if ext.upper() not in sf.available_formats():
+    raise AudioError(f"cannot write audio as {('.' + ext) if ext else 'a file without an extension'} ({path}); "
+                     "use .wav, .flac or .ogg")
+  check_output_folder(path, AudioError)
+  return path
+
+
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
-  """Writes (C, T) float audio; the format follows the file extension (wav, flac, ogg)."""
+  """Writes (C, T) float audio; the format follows the file extension (wav, flac, ogg). Atomic:
+  a temp file beside it, then a rename, so a failure never leaves a half-written file."""
+  import tempfile
   import soundfile as sf
   audio = np.asarray(audio, np.float32)
   if audio.ndim == 1:
     audio = audio[None]
-  d = os.path.dirname(os.fspath(path))
+  path = os.fspath(path)
+  d = os.path.dirname(path)
   if d:
     os.makedirs(d, exist_ok=True)
-  sf.write(os.fspath(path), np.clip(audio.T, -1.0, 1.0) if subtype != "FLOAT" else audio.T, sample_rate,
-           subtype=subtype)
+  fmt = os.path.splitext(path)[1][1:].upper() or None
+  fd, tmp = tempfile.mkstemp(dir=d or ".", prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  os.close(fd)
+  try:
+    os.chmod(tmp, file_mode())
+    sf.write(tmp, np.clip(audio.T, -1.0, 1.0) if subtype != "FLOAT" else audio.T, sample_rate,
+             subtype=subtype, format=fmt)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise

@@ -54,6 +54,12 @@ def load_params(path: str | os.PathLike, shardings=None):
   bad = [a.shape for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(target)) if a.shape != b.shape]
   if bad:
     raise CheckpointError(f"params in {path} do not match config.json (shapes {bad[:3]})")
+  from cat_jax.convert import check_weight
+  for where, leaf in jax.tree_util.tree_leaves_with_path(restored):
+    try:
+      check_weight(jax.tree_util.keystr(where), leaf)
+    except CheckpointError as e:
+      raise CheckpointError(f"params in {path}: {e}") from None
   nnx.replace_by_pure_dict(abstract, restored)
   return config, graphdef, abstract
 

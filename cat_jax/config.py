@@ -18,6 +18,13 @@ NORMS = ("layer_norm", "rms_norm", "rms_norm_f32")
 POSITIONAL = ("rope", "sin", "sin_rope", "none")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu", "mish", "softsign", "identity")
 QUANTIZERS = {"rlfq": "rlfq", "random_prefix_rlfq": "rlfq", "rvq": "rvq", "spec_rvq": "rvq"}
+# v2 family (CAT_SPEC_V2.md section 1): fields that only its schema has; any of them, a module
+# `context_duration` or model_type 'moss-audio-tokenizer' makes a file v2.
+V2_FIELDS = ("number_channels", "channels_numbers", "enable_channel_interleave", "attention_implementation",
+             "attention_backend", "compute_dtype", "codec_compute_dtype", "codec_weight_dtype")
+V2_MODEL_TYPE = "moss-audio-tokenizer"
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "flash_attention_2", "eager")
+DTYPES = ("fp32", "bf16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +54,19 @@ class TransformerSpec:
   gating: str = "none"
   layer_scale: float | None = None
   conv_layout: bool = False
+  context_duration: float | None = None  # v2: this stage's window in seconds (None: the global one)
   context: int | None = None  # derived, not serialised
+  v2: bool = False  # derived, not serialised: v2 family (square projections kept, length masking)
   module_type: str = "Transformer"
+
+  @property
+  def has_input_proj(self) -> bool:
+    """v1 drops the projection when the widths are equal; v2 keeps a learned square one."""
+    return self.v2 or self.input_dimension != self.d_model
+
+  @property
+  def has_output_proj(self) -> bool:
+    return self.v2 or self.output_dimension != self.d_model
 
   @property
   def head_dim(self) -> int:
@@ -66,13 +84,16 @@ class TransformerSpec:
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
     d.pop("context")
+    d.pop("v2")
+    if d["context_duration"] is None:  # absent in the file: the global duration applies
+      d.pop("context_duration")
     if d["positional_scale"] == 1.0:  # not a field of the released schema; keep files identical
       d.pop("positional_scale")
     return d
 
 
 ModuleSpec = Union[PatchSpec, TransformerSpec]
-_TRANSFORMER_FIELDS = {f.name for f in dataclasses.fields(TransformerSpec)} - {"context"}
+_TRANSFORMER_FIELDS = {f.name for f in dataclasses.fields(TransformerSpec)} - {"context", "v2"}
 _INT_FIELDS = ("input_dimension", "output_dimension", "d_model", "num_heads", "num_layers", "dim_feedforward")
 
 
@@ -117,6 +138,9 @@ def _parse_module(raw: Any, where: str) -> ModuleSpec:
     for k in _INT_FIELDS:
       if k in raw and (not isinstance(raw[k], int) or isinstance(raw[k], bool) or raw[k] < 1):
         raise ConfigError(f"{where}: {k} must be a positive integer, got {raw[k]!r}")
+    cd = raw.get("context_duration")
+    if cd is not None and (isinstance(cd, bool) or not isinstance(cd, (int, float)) or not cd > 0):
+      raise ConfigError(f"{where}: context_duration must be a number of seconds > 0, got {cd!r}")
     spec = TransformerSpec(**raw)
     if spec.norm not in NORMS:
       raise ConfigError(f"{where}: unknown norm {spec.norm!r}; expected one of {NORMS}")
@@ -144,12 +168,51 @@ class CATConfig:
   decoder: tuple[ModuleSpec, ...]
   quantizer: QuantizerSpec
   extra: dict = dataclasses.field(default_factory=dict, compare=False)  # carried-along fields
+  family: str = "v1"  # "v2": MOSS-Audio-Tokenizer v2 / Nano (CAT_SPEC_V2.md)
+  number_channels: int | None = None  # v2: channels of the public waveform
+  enable_channel_interleave: bool = False  # v2: channels interleaved into one internal stream
+  decoder_from_reversed: bool = dataclasses.field(default=False, compare=False)  # file had no decoder_kwargs
 
   # ---- derived -------------------------------------------------------------
   @property
   def channels(self) -> int:
-    """Audio channels, implied by the first encoder Transformer's input width."""
+    """Channels of the public waveform: v2's `number_channels`, else implied by the first encoder
+    Transformer's input width."""
+    if self.number_channels is not None:
+      return self.number_channels
     return _implied_channels(self.encoder)
+
+  @property
+  def interleaved(self) -> bool:
+    """Whether the channels run interleaved as one stream (L0 R0 L1 R1 ...) through the model."""
+    return self.family == "v2" and self.enable_channel_interleave and self.channels > 1
+
+  @property
+  def stream_channels(self) -> int:
+    """Channels of the stream the encoder modules take (1 when interleaved)."""
+    return 1 if self.interleaved else self.channels
+
+  @property
+  def stream_downsample_rate(self) -> int:
+    """Samples of that stream per token frame: the patch product (downsample_rate x channels when
+    interleaved)."""
+    return self.downsample_rate * (self.channels if self.interleaved else 1)
+
+  @property
+  def v2(self) -> bool:
+    return self.family == "v2"
+
+  @property
+  def attention_implementation(self) -> str:
+    return self.extra.get("attention_implementation", self.extra.get("attention_backend", "sdpa"))
+
+  @property
+  def compute_dtype(self) -> str:
+    """'fp32' or 'bf16' for the encoder/decoder modules (v2; the quantizer always runs in float32).
+    A non-fp32 `codec_weight_dtype` switches an fp32 compute dtype to it, as the reference does."""
+    c = self.extra.get("compute_dtype", self.extra.get("codec_compute_dtype", "fp32"))
+    w = self.extra.get("codec_weight_dtype") or "fp32"
+    return w if c == "fp32" and w != "fp32" else c
 
   @property
   def causal(self) -> bool:
@@ -186,6 +249,11 @@ class CATConfig:
       raise ConfigError("config needs 'sampling_rate' (or 'sample_rate')")
     if sr_alias is not None and sr_alias != sr:
       raise ConfigError(f"sampling_rate={sr} and sample_rate={sr_alias} disagree")
+    family = "v2" if _is_v2(raw) else "v1"
+    nc, interleave = _parse_v2_fields(raw)
+    decoder_from_reversed = "decoder_kwargs" not in raw and "reversed_decoder_kwargs" in raw
+    if decoder_from_reversed:
+      raw["decoder_kwargs"] = _reverse_modules(raw["reversed_decoder_kwargs"])
     try:
       dr = raw.pop("downsample_rate")
       dur = raw.pop("causal_transformer_context_duration")
@@ -222,13 +290,18 @@ class CATConfig:
       raise ConfigError("encoder_kwargs and decoder_kwargs must be non-empty lists of modules")
     enc = [_parse_module(m, f"encoder_kwargs[{i}]") for i, m in enumerate(enc_raw)]
     dec = [_parse_module(m, f"decoder_kwargs[{i}]") for i, m in enumerate(dec_raw)]
-    enc, dec = _with_contexts(enc, dec, sr, dur)
-    for m in enc + dec:
-      if isinstance(m, TransformerSpec) and m.context is not None and m.context < 1:
-        raise ConfigError(f"causal_transformer_context_duration={dur} s gives an empty attention window "
-                          f"for a Transformer stage; make it longer")
+    f = nc if (family == "v2" and interleave and nc is not None and nc > 1) else 1
+    enc, dec = _with_contexts(enc, dec, sr * f, dur, family == "v2")
+    for side, mods in (("encoder_kwargs", enc), ("decoder_kwargs", dec)):
+      for i, m in enumerate(mods):
+        if isinstance(m, TransformerSpec) and m.context is not None and m.context < 1:
+          what = (f"context_duration={m.context_duration}" if m.context_duration is not None
+                  else f"causal_transformer_context_duration={dur}")
+          raise ConfigError(f"{side}[{i}]: {what} s gives an empty attention window; make it longer")
     cfg = cls(sampling_rate=sr, downsample_rate=dr, causal_transformer_context_duration=dur,
-              encoder=tuple(enc), decoder=tuple(dec), quantizer=quant, extra=raw)
+              encoder=tuple(enc), decoder=tuple(dec), quantizer=quant, extra=raw, family=family,
+              number_channels=nc, enable_channel_interleave=interleave,
+              decoder_from_reversed=decoder_from_reversed)
     cfg.validate()
     return cfg
 
@@ -258,6 +331,14 @@ class CATConfig:
         "quantizer_type": self.quantizer.quantizer_type,
         "quantizer_kwargs": self.quantizer.to_dict(),
     })
+    if self.decoder_from_reversed:
+      out.pop("decoder_kwargs")
+      out["reversed_decoder_kwargs"] = _reverse_modules([m.to_dict() for m in self.decoder])
+    if self.v2:
+      if self.number_channels is not None:
+        out["number_channels"] = self.number_channels
+      out["enable_channel_interleave"] = self.enable_channel_interleave
+      out.setdefault("model_type", V2_MODEL_TYPE)
     out.setdefault("model_type", "speech_tokenizer")
     out.setdefault("architectures", ["MossAudioTokenizerModel"])
     return out
@@ -272,11 +353,19 @@ class CATConfig:
   # ---- validation ----------------------------------------------------------
   def validate(self) -> None:
     """Raises ConfigError when patch products or widths do not chain."""
+    want = self.stream_downsample_rate
+    what = (f"downsample_rate x number_channels = {self.downsample_rate} x {self.channels} = {want} "
+            f"(channels interleaved)" if self.interleaved else f"downsample_rate is {self.downsample_rate}")
     for name, mods in (("encoder", self.encoder), ("decoder", self.decoder)):
       prod = math.prod(m.patch_size for m in mods if isinstance(m, PatchSpec))
-      if prod != self.downsample_rate:
-        raise ConfigError(f"{name} patch sizes multiply to {prod}, but downsample_rate is {self.downsample_rate}")
-    c = self.channels
+      if prod != want:
+        raise ConfigError(f"{name}_kwargs patch sizes multiply to {prod}, but {what}")
+    c = self.stream_channels
+    implied = _implied_channels(self.encoder)
+    if self.v2 and implied != c:
+      raise ConfigError(f"number_channels={self.channels} with enable_channel_interleave="
+                        f"{str(self.enable_channel_interleave).lower()} needs encoder input width {c} x patch, "
+                        f"but the first encoder Transformer's input_dimension implies {implied} channel(s)")
     width = c
     for i, m in enumerate(self.encoder):
       if isinstance(m, PatchSpec):
@@ -314,13 +403,70 @@ def _implied_channels(encoder) -> int:
   raise ConfigError("the encoder has no Transformer module")
 
 
-def _with_contexts(enc, dec, sr, dur):
-  """Fills each Transformer's window in frames, with the reference's float arithmetic."""
+def _is_v2(raw: dict) -> bool:
+  if raw.get("model_type") == V2_MODEL_TYPE or any(k in raw for k in V2_FIELDS):
+    return True
+  mods = [m for side in ("encoder_kwargs", "decoder_kwargs", "reversed_decoder_kwargs")
+          for m in (raw.get(side) or []) if isinstance(m, dict)]
+  return any("context_duration" in m for m in mods)
+
+
+def _parse_v2_fields(raw: dict) -> tuple[int | None, bool]:
+  """Pops `number_channels` and `enable_channel_interleave`, checks the v2 options and aliases
+  that stay in `extra` (written back as they came). Returns (number_channels, interleave)."""
+  nc = raw.pop("number_channels", None)
+  alias = raw.get("channels_numbers")
+  if nc is not None and alias is not None and nc != alias:
+    raise ConfigError(f"number_channels={nc} and channels_numbers={alias} disagree")
+  nc = alias if nc is None else nc
+  if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or nc < 1):
+    raise ConfigError(f"number_channels must be a positive integer, got {nc!r}")
+  interleave = raw.pop("enable_channel_interleave", False)
+  if not isinstance(interleave, bool):
+    raise ConfigError(f"enable_channel_interleave must be true or false, got {interleave!r}")
+  for name, alias_name, allowed in (("attention_implementation", "attention_backend", ATTENTION_IMPLEMENTATIONS),
+                                    ("compute_dtype", "codec_compute_dtype", DTYPES),
+                                    ("codec_weight_dtype", None, DTYPES)):
+    vals = {k: raw[k] for k in (name, alias_name) if k is not None and raw.get(k) is not None}
+    for k, v in vals.items():
+      if v not in allowed:
+        raise ConfigError(f"{k} must be one of {allowed}, got {v!r}")
+    if len(set(vals.values())) > 1:
+      raise ConfigError(f"{name}={vals[name]!r} and {alias_name}={vals[alias_name]!r} disagree")
+  return nc, interleave
+
+
+def _reverse_modules(mods) -> list:
+  """v2's `reversed_decoder_kwargs` <-> decoder list: reversed, input/output widths swapped."""
+  if not isinstance(mods, list):
+    raise ConfigError("reversed_decoder_kwargs must be a list of modules")
+  out = []
+  for m in reversed(mods):
+    m = dict(m) if isinstance(m, dict) else m
+    if isinstance(m, dict) and m.get("module_type") == "Transformer":
+      m["input_dimension"], m["output_dimension"] = m.get("output_dimension"), m.get("input_dimension")
+    out.append(m)
+  return out
+
+
+def _window(rate: float, m: TransformerSpec, dur: float, v2: bool) -> int | None:
+  """Frames of a stage's window: v1 truncates rate x the global duration; v2 rounds (ties to even,
+  Python's round on the float64 product) rate x the module's own duration, else the global one."""
+  if not m.causal:
+    return None
+  if not v2:
+    return int(rate * dur)
+  return round(rate * (dur if m.context_duration is None else m.context_duration))
+
+
+def _with_contexts(enc, dec, sr, dur, v2: bool = False):
+  """Fills each Transformer's window in frames, with the reference's float arithmetic; `sr` is the
+  rate of the stream the encoder takes (x channels when v2 interleaves)."""
   rate = float(sr)
   out_enc = []
   for m in enc:
     if isinstance(m, TransformerSpec):
-      m = dataclasses.replace(m, context=int(rate * dur) if m.causal else None)
+      m = dataclasses.replace(m, context=_window(rate, m, dur, v2), v2=v2)
       out_enc.append(m)
     else:
       out_enc.append(m)
@@ -328,7 +474,7 @@ def _with_contexts(enc, dec, sr, dur):
   out_dec = []  # the decoder continues from the encoder's final frame rate
   for m in dec:
     if isinstance(m, TransformerSpec):
-      m = dataclasses.replace(m, context=int(rate * dur) if m.causal else None)
+      m = dataclasses.replace(m, context=_window(rate, m, dur, v2), v2=v2)
       out_dec.append(m)
     else:
       out_dec.append(m)
@@ -393,3 +539,50 @@ def symmetric_config(*, sample_rate: int = 24000, channels: int = 1, patch_sizes
       encoder=encoder, decoder=decoder, patch_sizes=patch_sizes, quantizer=quantizer, channels=channels,
       sampling_rate=sample_rate, context_seconds=context_seconds, **transformer_options))
 
+
+
+def v2_architecture(*, encoder: Sequence[Stage], decoder: Sequence[Stage], patch_sizes: Sequence[int],
+                    quantizer: dict, channels: int = 2, sampling_rate: int = 48000, interleave: bool = True,
+                    context_seconds: float = 10.0, encoder_contexts: Sequence[float] | None = None,
+                    decoder_contexts: Sequence[float] | None = None, **transformer_options) -> dict:
+  """The v2 config.json dict of a Nano-style CAT (CAT_SPEC_V2.md section 1): modules alternate
+  patch and Transformer, patch_sizes[i] before encoder[i] and one patch more than stages at the end
+  (len(patch_sizes) == len(encoder) + 1, as Nano's 240, 2, 2, 2, 4), on the interleaved stream of
+  `channels` channels at `sampling_rate` each. The decoder mirrors it: un-patch, then decoder[i].
+  `encoder_contexts` / `decoder_contexts`: per-module `context_duration` in seconds (None: the
+  global `context_seconds`)."""
+  n = len(encoder)
+  if len(patch_sizes) != n + 1 or len(decoder) != n:
+    raise ConfigError("v2_architecture needs len(patch_sizes) == len(encoder) + 1 == len(decoder) + 1")
+  stream = 1 if interleave and channels > 1 else channels
+
+  def tf(d_in: int, stage: Stage, ctx) -> dict:
+    d, layers, heads, ff, out = stage
+    m = {"module_type": "Transformer", "input_dimension": d_in, "output_dimension": out, "d_model": d,
+         "num_heads": heads, "num_layers": layers, "dim_feedforward": ff, "causal": True, "norm": "layer_norm",
+         "positional_embedding": "rope", "max_period": 10000, "gating": "none", "layer_scale": 0.01,
+         "conv_layout": True, **transformer_options}
+    if ctx is not None:
+      m["context_duration"] = ctx
+    return m
+
+  enc, width = [], stream
+  for i, st in enumerate(encoder):
+    enc.append({"module_type": "PatchedPretransform", "patch_size": patch_sizes[i]})
+    enc.append(tf(width * patch_sizes[i], st, None if encoder_contexts is None else encoder_contexts[i]))
+    width = st[-1]
+  enc.append({"module_type": "PatchedPretransform", "patch_size": patch_sizes[-1]})
+  latent = width * patch_sizes[-1]
+  rev = list(reversed(patch_sizes))
+  dec, width = [{"module_type": "PatchedPretransform", "patch_size": rev[0]}], quantizer["output_dim"] // rev[0]
+  for i, st in enumerate(decoder):
+    dec.append(tf(width, st, None if decoder_contexts is None else decoder_contexts[i]))
+    dec.append({"module_type": "PatchedPretransform", "patch_size": rev[i + 1]})
+    width = st[-1] // rev[i + 1]
+  dr = math.prod(patch_sizes) // (channels if stream == 1 and channels > 1 else 1)
+  return {"architectures": ["MossAudioTokenizerModel"], "model_type": V2_MODEL_TYPE,
+          "sampling_rate": sampling_rate, "sample_rate": sampling_rate, "downsample_rate": dr,
+          "number_channels": channels, "enable_channel_interleave": interleave,
+          "causal_transformer_context_duration": context_seconds, "attention_implementation": "sdpa",
+          "compute_dtype": "fp32", "code_dim": latent, "encoder_kwargs": enc, "decoder_kwargs": dec,
+          "quantizer_type": quantizer["quantizer_type"], "quantizer_kwargs": dict(quantizer), "dtype": "float32"}

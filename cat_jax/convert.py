@@ -45,10 +45,23 @@ class Entry:
     return np.ascontiguousarray(a.reshape(self.torch_shape))
 
 
+# Per-layer tensor names of each family: attention projections (in the order the family lists
+# them), feed-forward (plain, gated), and whether every stage keeps its input/output projections.
+_V1_NAMES = {"attn": (("self_attn.out_projs.0.weight", "out_proj", "out"), ("self_attn.in_projs.0.weight", "in_proj", "in")),
+             "ffn": ("linear1.weight", "linear2.weight"), "gated": ("gating.linear_in.weight", "gating.linear_out.weight"),
+             "square_projections": False}
+_V2_NAMES = {"attn": (("self_attn.in_proj.weight", "in_proj", "in"), ("self_attn.out_proj.weight", "out_proj", "out")),
+             "ffn": ("ffn.0.weight", "ffn.2.weight"), "gated": ("ffn.linear_in.weight", "ffn.linear_out.weight"),
+             "square_projections": True}
+
+
 def _transformer_entries(prefix: str, path: tuple, s: TransformerSpec) -> list[Entry]:
+  """v1 names (in_projs.0, linear1, gating.linear_in, projections only where widths differ) or,
+  for a v2 spec, v2's (in_proj, ffn.0 / ffn.2, ffn.linear_in, square projections on every stage)."""
+  names = _V2_NAMES if s.v2 else _V1_NAMES
   c = s.d_model
   out = []
-  if s.input_dimension != c:
+  if names["square_projections"] or s.input_dimension != c:
     out.append(Entry(f"{prefix}.input_proj.weight", path + ("input_proj", "kernel"), None, "linear",
                      (c, s.input_dimension)))
   lp = path + ("transformer", "layers")
@@ -58,8 +71,8 @@ def _transformer_entries(prefix: str, path: tuple, s: TransformerSpec) -> list[E
     def add(suffix, sub, kind, shape):
       out.append(Entry(f"{n}.{suffix}", lp + sub, l, kind, shape))
 
-    add("self_attn.out_projs.0.weight", ("self_attn", "out_proj", "kernel"), "linear", (c, c))
-    add("self_attn.in_projs.0.weight", ("self_attn", "in_proj", "kernel"), "linear", (3 * c, c))
+    for name, module, which in names["attn"]:
+      add(name, ("self_attn", module, "kernel"), "linear", (3 * c, c) if which == "in" else (c, c))
     for norm in ("norm1", "norm2"):
       if s.norm == "layer_norm":
         add(f"{norm}.weight", (norm, "weight"), "reshape", (c,))
@@ -67,16 +80,16 @@ def _transformer_entries(prefix: str, path: tuple, s: TransformerSpec) -> list[E
       else:
         add(f"{norm}.alpha", (norm, "alpha"), "reshape", (1, 1, c))
     if s.gating == "none":
-      add("linear1.weight", ("linear1", "kernel"), "linear", (s.dim_feedforward, c))
-      add("linear2.weight", ("linear2", "kernel"), "linear", (c, s.dim_feedforward))
+      add(names["ffn"][0], ("linear1", "kernel"), "linear", (s.dim_feedforward, c))
+      add(names["ffn"][1], ("linear2", "kernel"), "linear", (c, s.dim_feedforward))
     else:
       h = s.ffn_hidden
-      add("gating.linear_in.weight", ("gating", "linear_in", "kernel"), "linear", (2 * h, c))
-      add("gating.linear_out.weight", ("gating", "linear_out", "kernel"), "linear", (c, h))
+      add(names["gated"][0], ("gating", "linear_in", "kernel"), "linear", (2 * h, c))
+      add(names["gated"][1], ("gating", "linear_out", "kernel"), "linear", (c, h))
     if s.layer_scale is not None:
       add("layer_scale_1.scale", ("layer_scale_1", "scale"), "reshape", (c,))
       add("layer_scale_2.scale", ("layer_scale_2", "scale"), "reshape", (c,))
-  if s.output_dimension != c:
+  if names["square_projections"] or s.output_dimension != c:
     out.append(Entry(f"{prefix}.output_proj.weight", path + ("output_proj", "kernel"), None, "linear",
                      (s.output_dimension, c)))
   return out
@@ -142,11 +155,24 @@ _LEGACY = [
 ]
 
 
-def rename_legacy(tensors: dict) -> dict:
-  """Renames old fused-projection names the way the reference's load hook does."""
+# v2's load hook (CAT_SPEC_V2.md section 4): v1-era names to v2's. No rename for v1's `gating.`.
+_LEGACY_V2 = [
+    (re.compile(r"(\.self_attn\.)in_proj_weight$"), r"\1in_proj.weight"),
+    (re.compile(r"(\.self_attn\.)in_projs\.0\.weight$"), r"\1in_proj.weight"),
+    (re.compile(r"(\.self_attn\.)out_projs\.0\.weight$"), r"\1out_proj.weight"),
+    (re.compile(r"\.linear1\.(weight|bias)$"), r".ffn.0.\1"),
+    (re.compile(r"\.linear2\.(weight|bias)$"), r".ffn.2.\1"),
+    (re.compile(r"\.weight_g$"), r".parametrizations.weight.original0"),
+    (re.compile(r"\.weight_v$"), r".parametrizations.weight.original1"),
+]
+
+
+def rename_legacy(tensors: dict, v2: bool = False) -> dict:
+  """Renames old names the way the reference's load hook does (v1's, or v2's when `v2`)."""
+  rules = _LEGACY_V2 if v2 else _LEGACY
   out = {}
   for name, w in tensors.items():
-    for pat, rep in _LEGACY:
+    for pat, rep in rules:
       name = pat.sub(rep, name)
     out[name] = w
   return out
@@ -157,7 +183,7 @@ def torch_to_params(config: CATConfig, tensors: dict, shapes: dict) -> dict:
 
   `shapes` maps each cat_jax path to its full (stacked) shape, e.g. from `jax.eval_shape`.
   """
-  tensors = rename_legacy(tensors)
+  tensors = rename_legacy(tensors, config.v2)
   table = name_table(config)
   expected = {e.name for e in table}
   missing = sorted(expected - set(tensors))
@@ -174,6 +200,7 @@ def torch_to_params(config: CATConfig, tensors: dict, shapes: dict) -> dict:
     w = np.asarray(tensors[e.name])
     if tuple(w.shape) != e.torch_shape:
       raise CheckpointError(f"tensor {e.name} has shape {tuple(w.shape)}, expected {e.torch_shape}")
+    check_weight(e.name, w)
     full = shapes[e.path]
     if e.index is None:
       _set(params, e.path, e.to_jax(w, full).astype(np.float32, copy=False))
@@ -185,6 +212,17 @@ def torch_to_params(config: CATConfig, tensors: dict, shapes: dict) -> dict:
       _set(params, e.path, buf)
     buf[e.index] = e.to_jax(w, full[1:])
   return params
+
+
+def check_weight(name: str, w) -> None:
+  """A weight must hold finite floats: an integer, bool or complex tensor in a float slot, or a NaN /
+  Inf, is a CheckpointError naming the tensor (NaN weights would decode to full-scale noise)."""
+  w = np.asarray(w)
+  if w.dtype.kind in "biuc":
+    raise CheckpointError(f"tensor {name} holds {w.dtype} values; the model takes floating-point weights")
+  finite = np.isfinite(w if w.dtype.kind == "f" else w.astype(np.float32))
+  if not finite.all():
+    raise CheckpointError(f"tensor {name} holds {int(finite.size - finite.sum())} NaN or Inf value(s)")
 
 
 def params_to_torch(config: CATConfig, params: dict) -> dict[str, np.ndarray]:
@@ -200,6 +238,14 @@ def params_to_torch(config: CATConfig, params: dict) -> dict[str, np.ndarray]:
 
 # ---- files ----------------------------------------------------------------------
 
+def shard_path(path: str, fname, index: str) -> str:
+  """A shard named by an index: a file name inside the model folder, never ../ or an absolute path."""
+  norm = os.path.normpath(fname) if isinstance(fname, str) and fname else ""
+  if not norm or os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep) or os.path.splitdrive(norm)[0]:
+    raise CheckpointError(f"{index} names a shard outside the model folder: {fname!r}")
+  return os.path.join(path, norm)
+
+
 def read_safetensors_dir(path: str) -> dict[str, np.ndarray]:
   """All tensors of a model directory: model.safetensors or a sharded index."""
   from safetensors.numpy import load_file
@@ -210,7 +256,7 @@ def read_safetensors_dir(path: str) -> dict[str, np.ndarray]:
         weight_map = json.load(f)["weight_map"]
       tensors = {}
       for fname in sorted(set(weight_map.values())):
-        shard = load_file(os.path.join(path, fname))
+        shard = load_file(shard_path(path, fname, index))
         tensors.update(shard)
       missing = sorted(set(weight_map) - set(tensors))
       if missing:

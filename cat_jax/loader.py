@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 from cat_jax.checkpoint import is_orbax_params_dir, load_params
-from cat_jax.codec import CAT
+from cat_jax import hub
+from cat_jax.codec import CAT, as_dtype
 from cat_jax.config import CATConfig
 from cat_jax.errors import CheckpointError
 from cat_jax.train.export import restore_codec
@@ -31,16 +32,21 @@ def layout(path: str | os.PathLike) -> str:
 
 
 def load_codec(path: str | os.PathLike | None, *, expect: CATConfig | None = None, kind: str | None = None,
-               step: int | None = None, ema: bool = False, dtype=None) -> CAT:
+               step: int | None = None, ema: bool = False, dtype=None, param_dtype=None,
+               revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> CAT:
   """A `CAT` from `path`, whose layout is `kind` (one of LAYOUTS; default: `layout(path)`).
 
   expect: the architecture the caller needs (e.g. a recipe's model for `init_from`); another one
   is a CheckpointError naming the fields that differ. step / ema: which checkpoint of a run, and
-  its EMA weights instead of the trained ones (runs only). dtype: the compute dtype of coding.
+  its EMA weights instead of the trained ones (runs only). dtype: the compute dtype of coding;
+  param_dtype: the storage dtype of the weights (float32 or bfloat16).
+  A Hugging Face Hub id ("ORG/NAME", optionally "ORG/NAME@REVISION") that is not a local path is
+  fetched (config.json and safetensors only) or read from the Hub cache (`cat_jax.hub`), pinned to
+  `revision`, and loads as a reference layout.
   """
   if path is None:
     raise CheckpointError("--model DIR is required")
-  path = os.fspath(path)
+  path = hub.resolve_path(path, revision, cache_dir)
   kind = layout(path) if kind is None else kind
   if kind not in LAYOUTS:
     raise CheckpointError(f"unknown model layout {kind!r}; expected one of {LAYOUTS}")
@@ -48,12 +54,14 @@ def load_codec(path: str | os.PathLike | None, *, expect: CATConfig | None = Non
     raise CheckpointError(f"{path} is not a training run: step and ema choose a run's checkpoint")
   if kind == "orbax":
     config, graphdef, params = load_params(path)
-    model = CAT(config, graphdef, params, dtype)
+    model = CAT(config, graphdef, params, as_dtype(dtype))
   elif kind == "run":
     model, _ = restore_codec(path, step, ema)
-    model.dtype = dtype
+    model.dtype = as_dtype(dtype)
   else:
-    model = CAT.from_pretrained(path, dtype)
+    model = CAT.from_pretrained(path, dtype=dtype, param_dtype=param_dtype)
+  if param_dtype is not None and kind != "reference":
+    model = model.astype(param_dtype)
   if expect is not None and model.config != expect:
     raise CheckpointError(f"{path} holds another architecture than expected: {architecture_diff(model.config, expect)}")
   return model
@@ -71,8 +79,10 @@ def architecture_diff(got: CATConfig, want: CATConfig, limit: int = 3) -> str:
 def _fields(config: CATConfig) -> dict:
   """The architecture fields of a config (its JSON form without the carried-along extras)."""
   d = config.to_dict()
-  return {k: d[k] for k in ("sampling_rate", "downsample_rate", "causal_transformer_context_duration",
-                            "encoder_kwargs", "decoder_kwargs", "quantizer_type", "quantizer_kwargs")}
+  keys = ("sampling_rate", "downsample_rate", "causal_transformer_context_duration", "number_channels",
+          "enable_channel_interleave", "encoder_kwargs", "decoder_kwargs", "reversed_decoder_kwargs",
+          "quantizer_type", "quantizer_kwargs")
+  return {k: d.get(k) for k in keys}
 
 
 def _diff(a, b, where: str):

@@ -23,7 +23,7 @@ from flax import nnx
 
 from cat_jax.config import CATConfig
 from cat_jax.errors import AudioError, ConfigError
-from cat_jax.model.cat import run_modules
+from cat_jax.model.cat import deinterleave, interleave, run_modules
 from cat_jax.stream_state import (DecoderState, EncoderState, StageState, init_decoder_state, init_encoder_state,
                                   reset_streams, stage_rates)
 
@@ -60,8 +60,9 @@ def encoder_step(graphdef, params, state: EncoderState, audio, valid=None, activ
     raise AudioError(f"encoder_step takes whole frames of {cfg.downsample_rate} samples, got {t} samples; "
                      "use encoder_push for arbitrary sizes")
   k = t // cfg.downsample_rate
-  rates = stage_rates(cfg.encoder, True, cfg.downsample_rate)
-  h, stages = _run_stages(model.encoder, rates, state.stages, audio.astype(jnp.float32), k, dtype, active)
+  rates = stage_rates(cfg.encoder, True, cfg.stream_downsample_rate)
+  x, _ = interleave(cfg, audio.astype(jnp.float32), jnp.zeros((b,), jnp.int32))  # v2: one L R L R stream
+  h, stages = _run_stages(model.encoder, rates, state.stages, x, k, dtype, active)
   valid = jnp.full((b,), k, jnp.int32) if valid is None else jnp.asarray(valid, jnp.int32)
   codes = model.quantizer(h, valid, n_q).codes
   return state._replace(stages=stages), codes, h
@@ -127,6 +128,7 @@ def decoder_step(graphdef, params, state: DecoderState, codes, active=None, rese
   rates = stage_rates(cfg.decoder, False, cfg.downsample_rate)
   z = model.quantizer.decode(jnp.asarray(codes, jnp.int32))
   audio, stages = _run_stages(model.decoder, rates, state.stages, z, k, dtype, active)
+  audio, _ = deinterleave(cfg, audio, jnp.zeros((audio.shape[0],), jnp.int32))
   return DecoderState(stages), audio
 
 
@@ -179,8 +181,9 @@ def check_chunk_frames(k) -> int:
   return int(k)
 
 
-def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int):
-  """x (B, C, T) float32 -> (codes (n_q, B, F), frame lengths (B,), hidden (B, F, D)), K frames per step."""
+def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int, progress=None):
+  """x (B, C, T) float32 -> (codes (n_q, B, F), frame lengths (B,), hidden (B, F, D)), K frames per step.
+  progress: wraps the iterable of steps (e.g. a tqdm bar)."""
   cfg = model.config
   dr = cfg.downsample_rate
   b, c, t = x.shape
@@ -192,19 +195,22 @@ def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int):
   state = init_encoder_state(cfg, b)
   steps = steps_for(model.graphdef)
   codes, hidden = [], []
-  for i in range(n):
+  for i in (progress or iter)(range(n)):
     valid = np.clip(flen - i * k, 0, k).astype(np.int32)
     state, cd, h = steps.encode(model.params, state, xp[:, i * k * dr:(i + 1) * k * dr], valid, n_q=n_q,
                                 dtype=model.dtype)
     codes.append(np.asarray(cd))
     hidden.append(np.asarray(h))
+  if cfg.v2:  # v2 yields no frame for a remainder shorter than one frame (trimmed like offline)
+    frames = int(flen.max())
   codes = np.concatenate(codes, -1)[:, :, :frames]
   hidden = np.concatenate(hidden, 1)[:, :frames]
   return codes, flen, hidden
 
 
-def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
-  """codes (n_q, B, F) -> audio (B, F * downsample_rate, C), K frames per step."""
+def decode_frames(model, codes: np.ndarray, k: int, progress=None) -> np.ndarray:
+  """codes (n_q, B, F) -> audio (B, F * downsample_rate, C), K frames per step. progress: wraps
+  the iterable of steps (e.g. a tqdm bar)."""
   n_q, b, f = codes.shape
   n = -(-f // k)
   cp = np.zeros((n_q, b, n * k), np.int32)
@@ -213,7 +219,7 @@ def decode_frames(model, codes: np.ndarray, k: int) -> np.ndarray:
   steps = steps_for(model.graphdef)
   keep = np.zeros((b,), bool)  # no resets; passed as an array so the program is shared with callers that reset
   out = []
-  for i in range(n):
+  for i in (progress or iter)(range(n)):
     state, a = steps.decode(model.params, state, cp[:, :, i * k:(i + 1) * k], None, keep, dtype=model.dtype)
     out.append(np.asarray(a))
   return np.concatenate(out, 1)[:, :f * model.config.downsample_rate]

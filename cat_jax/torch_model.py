@@ -91,26 +91,40 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 class Attention(nn.Module):
-  """Fused q/k/v projection (`in_projs.0`, read as (3, H, Dh)), RoPE, sliding-window causal softmax."""
+  """Fused q/k/v projection (v1 `in_projs.0`, v2 `in_proj`; read as (3, H, Dh)), RoPE,
+  sliding-window causal softmax; v2 also masks by length (keys at or past it out, rows there zero)."""
 
   def __init__(self, s: TransformerSpec):
     super().__init__()
     self.spec = s
-    self.in_projs = nn.ModuleList([nn.Linear(s.d_model, 3 * s.d_model, bias=False)])
-    self.out_projs = nn.ModuleList([nn.Linear(s.d_model, s.d_model, bias=False)])
+    if s.v2:
+      self.in_proj = nn.Linear(s.d_model, 3 * s.d_model, bias=False)
+      self.out_proj = nn.Linear(s.d_model, s.d_model, bias=False)
+    else:
+      self.in_projs = nn.ModuleList([nn.Linear(s.d_model, 3 * s.d_model, bias=False)])
+      self.out_projs = nn.ModuleList([nn.Linear(s.d_model, s.d_model, bias=False)])
 
-  def forward(self, x):  # (B, T, C)
+  def forward(self, x, lengths=None):  # (B, T, C)
     s = self.spec
     b, t, c = x.shape
-    q, k, v = self.in_projs[0](x).view(b, t, 3, s.num_heads, s.head_dim).unbind(2)  # (B, T, H, Dh) each
+    w_in, w_out = (self.in_proj, self.out_proj) if s.v2 else (self.in_projs[0], self.out_projs[0])
+    q, k, v = w_in(x).view(b, t, 3, s.num_heads, s.head_dim).unbind(2)  # (B, T, H, Dh) each
     if s.positional_embedding in ("rope", "sin_rope"):
       q, k = rope(q, s.max_period), rope(k, s.max_period)
     mask = None
     if s.causal:  # query p sees key k iff 0 <= p - k < context
       delta = torch.arange(t)[:, None] - torch.arange(t)[None, :]
       mask = (delta >= 0) & (delta < s.context) if s.context is not None else delta >= 0
+    valid = None
+    if s.v2 and lengths is not None:
+      valid = torch.arange(t, device=x.device)[None] < lengths[:, None]  # (B, T)
+      mask = (torch.ones(t, t, dtype=torch.bool) if mask is None else mask)[None] & valid[:, None, :]
+      mask = mask[:, None]  # (B, 1, T, T)
     y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-    return self.out_projs[0](y.transpose(1, 2).reshape(b, t, c))
+    y = y.transpose(1, 2).reshape(b, t, c)
+    if valid is not None:  # rows past the length (possibly without any key: NaN) give exactly 0
+      y = torch.where(valid[..., None], y, torch.zeros((), dtype=y.dtype))
+    return w_out(y)
 
 
 class Gating(nn.Module):
@@ -134,7 +148,11 @@ class TransformerLayer(nn.Module):
     super().__init__()
     self.self_attn = Attention(s)
     self.norm1, self.norm2 = make_norm(s.norm, s.d_model), make_norm(s.norm, s.d_model)
-    if s.gating == "none":
+    if s.v2:  # v2 names: ffn.0 / ffn.2 (Linear, GELU, Linear), or ffn.linear_in / ffn.linear_out
+      self.ffn = (nn.Sequential(nn.Linear(s.d_model, s.dim_feedforward, bias=False), nn.GELU(),
+                                nn.Linear(s.dim_feedforward, s.d_model, bias=False))
+                  if s.gating == "none" else Gating(s))
+    elif s.gating == "none":
       self.linear1 = nn.Linear(s.d_model, s.dim_feedforward, bias=False)
       self.linear2 = nn.Linear(s.dim_feedforward, s.d_model, bias=False)
     else:
@@ -144,14 +162,16 @@ class TransformerLayer(nn.Module):
     else:
       self.layer_scale_1 = self.layer_scale_2 = nn.Identity()
 
-  def ffn(self, x):
+  def feed_forward(self, x):
+    if hasattr(self, "ffn"):
+      return self.ffn(x)
     if hasattr(self, "gating"):
       return self.gating(x)
     return self.linear2(F.gelu(self.linear1(x)))
 
-  def forward(self, x):
-    x = x + self.layer_scale_1(self.self_attn(self.norm1(x)))
-    return x + self.layer_scale_2(self.ffn(self.norm2(x)))
+  def forward(self, x, lengths=None):
+    x = x + self.layer_scale_1(self.self_attn(self.norm1(x), lengths))
+    return x + self.layer_scale_2(self.feed_forward(self.norm2(x)))
 
 
 class Transformer(nn.Module):
@@ -160,30 +180,30 @@ class Transformer(nn.Module):
     self.spec = s
     self.layers = nn.ModuleList([TransformerLayer(s) for _ in range(s.num_layers)])
 
-  def forward(self, x):  # (B, T, C)
+  def forward(self, x, lengths=None):  # (B, T, C)
     s = self.spec
     if s.positional_embedding in ("sin", "sin_rope"):
       x = x + s.positional_scale * sin_embedding(x.shape[1], x.shape[-1], s.max_period).to(x.dtype)
     for layer in self.layers:
-      x = layer(x)
+      x = layer(x, lengths)
     return x
 
 
 class ProjectedTransformer(nn.Module):
-  """input_proj (when widths differ) -> Transformer -> output_proj (when widths differ). Lengths unchanged."""
+  """input_proj -> Transformer -> output_proj (v1: only where widths differ; v2: always). Lengths unchanged."""
 
   def __init__(self, s: TransformerSpec):
     super().__init__()
-    if s.input_dimension != s.d_model:
+    if s.has_input_proj:
       self.input_proj = nn.Linear(s.input_dimension, s.d_model, bias=False)
     self.transformer = Transformer(s)
-    if s.output_dimension != s.d_model:
+    if s.has_output_proj:
       self.output_proj = nn.Linear(s.d_model, s.output_dimension, bias=False)
 
   def forward(self, x, lengths):
     if hasattr(self, "input_proj"):
       x = self.input_proj(x)
-    x = self.transformer(x)
+    x = self.transformer(x, lengths)
     if hasattr(self, "output_proj"):
       x = self.output_proj(x)
     return x, lengths
@@ -284,7 +304,7 @@ class CATTorch(nn.Module):
     if not os.path.isdir(path):
       raise CheckpointError(f"model directory not found: {path}")
     model = cls(CATConfig.from_json(path))
-    tensors = convert.rename_legacy(convert.read_safetensors_dir(path))
+    tensors = convert.rename_legacy(convert.read_safetensors_dir(path), model.config.v2)
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
     try:
       model.load_state_dict(state, strict=True)
@@ -322,6 +342,11 @@ class CATTorch(nn.Module):
   def encode(self, input_values, padding_mask=None, num_quantizers: int | None = None) -> EncoderOutput:
     """audio (B, C, T) or (B, T) -> codes (n_q, B, frames), lengths (B,), hidden (B, D, frames)."""
     x = self._tensor(input_values).float()
+    cfg = self.config
+    if cfg.v2 and x.dim() == 1:  # v2 API: (T,) for a mono model, (C, T) for one item
+      x = x[None, None]
+    if cfg.v2 and x.dim() == 2 and cfg.channels > 1:
+      x = x[None]
     if x.dim() == 2:
       x = x[:, None]
     if x.dim() != 3 or x.shape[0] == 0 or x.shape[-1] == 0:
@@ -331,12 +356,21 @@ class CATTorch(nn.Module):
       raise AudioError(f"audio has {c} channel(s) but the model takes {self.config.channels}")
     lengths = self._lengths(padding_mask, b, t)
     n_q = self._nq(num_quantizers)
-    dr = self.config.downsample_rate
+    dr = cfg.downsample_rate
+    if cfg.v2:  # items cut to their lengths, zero-padded to the longest (CAT_SPEC_V2.md section 3)
+      t = max(int(lengths.max()), 1)
+      x = torch.where(torch.arange(t, device=x.device)[None, None] < lengths[:, None, None], x[..., :t], 0.0)
     h = F.pad(x, (0, -t % dr)).transpose(1, 2)  # (B, T', C)
+    if cfg.interleaved:  # L0 R0 L1 R1 ...: one stream
+      h, lengths = h.reshape(b, -1, 1), lengths * c
     for m in self.encoder:
       h, lengths = m(h, lengths)
     hidden = h.transpose(1, 2)  # (B, D, frames)
-    return EncoderOutput(self.quantizer.encode(hidden, lengths, n_q), lengths, hidden)
+    codes = self.quantizer.encode(hidden, lengths, n_q)
+    if cfg.v2:  # trimmed to the largest valid frame count
+      f = int(lengths.max())
+      codes, hidden = codes[..., :f], hidden[..., :f]
+    return EncoderOutput(codes, lengths, hidden)
 
   @torch.inference_mode()
   def decode(self, audio_codes, padding_mask=None, num_quantizers: int | None = None) -> DecoderOutput:
@@ -358,9 +392,15 @@ class CATTorch(nn.Module):
       raise CodesError(f"codes must lie in [0, {k}), found values in [{int(codes.min())}, {int(codes.max())}]")
     _, b, f = codes.shape
     lengths = self._lengths(padding_mask, b, f)
+    cfg = self.config
+    if cfg.v2:  # each item's codes cut to its length, re-padded with code 0 to the longest
+      f = max(int(lengths.max()), 1)
+      codes = torch.where(torch.arange(f, device=codes.device)[None, None] < lengths[None, :, None], codes[..., :f], 0)
     y = self.quantizer.decode(codes.long()).transpose(1, 2)  # (B, frames, D)
     for m in self.decoder:
       y, lengths = m(y, lengths)
+    if cfg.interleaved:  # the stream back to (B, T, C)
+      y, lengths = y.reshape(b, -1, cfg.channels), lengths // cfg.channels
     return DecoderOutput(y.transpose(1, 2), lengths)
 
   def forward(self, input_values, padding_mask=None, num_quantizers: int | None = None) -> DecoderOutput:

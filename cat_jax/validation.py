@@ -9,12 +9,18 @@ from cat_jax.config import CATConfig
 from cat_jax.errors import AudioError, CodesError
 
 
-def check_audio(audio, channels: int) -> np.ndarray:
-  """audio (B, C, T) or (B, T), finite and non-empty, with the model's `channels` -> float32 (B, C, T)."""
+def check_audio(audio, channels: int, single_item: bool = False) -> np.ndarray:
+  """audio (B, C, T) or (B, T), finite and non-empty, with the model's `channels` -> float32 (B, C, T).
+  With `single_item` (the v2 API) a 2-D array of a multi-channel model is one item (C, T), and a
+  1-D array one mono item (T,)."""
   try:
     x = np.asarray(audio, dtype=np.float32)
   except (TypeError, ValueError) as e:
     raise AudioError(f"audio must be a float array, got {type(audio).__name__}: {e}") from None
+  if single_item and x.ndim == 1:
+    x = x[None, None, :]
+  if single_item and x.ndim == 2 and channels > 1:
+    x = x[None]
   if x.ndim == 2:
     x = x[:, None, :]
   if x.ndim != 3:

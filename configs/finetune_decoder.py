@@ -1,6 +1,7 @@
 """Decoder fine-tuning from a trained codec (`init_from`): encoder and quantizer stay fixed so
 existing codes keep their meaning. get_config('tiny') builds on configs/tiny.py, else on the
-released 1.6 B recipe (configs/moss_audio_tokenizer.py). Set --config.init_from=DIR."""
+released 1.6 B recipe (configs/moss_audio_tokenizer.py). Set --config.init_from=DIR, or a Hub id
+such as OpenMOSS-Team/MOSS-Audio-Tokenizer (optionally @REVISION) for the released weights."""
 import importlib.util
 import os
 
@@ -13,8 +14,32 @@ def _load(name):
   return mod
 
 
+def _base(arg):
+  """(base recipe config, init_from or None) for the argument: 'tiny', 'nano' / 'nano_ci'
+  (configs/nano.py, 48 kHz stereo v2), 'dir=DIR' (a trained codec's directory: its config.json is
+  the model, DIR the init_from; built on the Nano recipe for a v2 file, else on the 1.6 B one), or
+  anything else for the released 1.6 B recipe."""
+  if arg == "tiny":
+    return _load("tiny").get_config(None), None
+  if arg in ("nano", "nano_ci"):
+    return _load("nano").get_config("ci" if arg == "nano_ci" else None), None
+  if arg and arg.startswith("dir="):
+    import json
+    path = arg[len("dir="):]
+    with open(os.path.join(path, "config.json")) as f:
+      raw = json.load(f)
+    from cat_jax.config import CATConfig
+    v2 = CATConfig.from_dict(raw).v2
+    c = _load("nano" if v2 else "moss_audio_tokenizer").get_config(None)
+    c.model = raw
+    return c, path
+  return _load("moss_audio_tokenizer").get_config(arg), None
+
+
 def get_config(arg=None):
-  c = _load("tiny" if arg == "tiny" else "moss_audio_tokenizer").get_config(None if arg == "tiny" else arg)
+  c, init_from = _base(arg)
+  if init_from is not None:
+    c.init_from = init_from
   # c.init_from (from the base recipe, None) is required: a trained codec of this architecture
   # (reference layout, Orbax params or a training workdir); without it the config is rejected.
   c.trainable = "decoder"  # frozen parts get exactly zero update (cat_jax/train/optimizer.py)

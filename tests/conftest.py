@@ -23,6 +23,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 DATA = pathlib.Path(__file__).parent / "data"
 GOLDEN_TINY = DATA / "golden_tiny"
+GOLDEN_V2 = DATA / "golden_v2_tiny"
 RELEASED = DATA / "released"
 
 
@@ -41,6 +42,19 @@ def golden():
 def tiny_model():
   from cat_jax import CAT
   return CAT.from_pretrained(GOLDEN_TINY)
+
+
+@pytest.fixture(scope="session")
+def g2():
+  """golden/v2-tiny: vectors of the v2 reference (48 kHz stereo, channel interleave)."""
+  with np.load(GOLDEN_V2 / "cases.npz") as z:
+    return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def v2_model():
+  from cat_jax import CAT
+  return CAT.from_pretrained(GOLDEN_V2)
 
 
 @pytest.fixture(scope="session")

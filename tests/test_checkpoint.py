@@ -53,3 +53,36 @@ def test_no_checkpoint_and_missing_step(tmp_path):
   with pytest.raises(CheckpointError, match="no checkpoint for step 7"):
     ck.restore(_abstract(), step=7)
   ck.close()
+
+
+def test_unreadable_step_is_refused_exactly_or_moved_aside(tmp_path, capsys):
+  ck = TrainCheckpointer(str(tmp_path), keep=5, best_metric=None)
+  for s in (1, 2):
+    ck.save(s, _state(s), {"step": s}, {"pos": s}, wait=True)
+  ck.close()
+  for root, _, files in os.walk(tmp_path / "checkpoints" / "2" / "state"):
+    for f in files:
+      if not f.endswith((".json", "_METADATA")) and "manifest" not in f:
+        open(os.path.join(root, f), "wb").close()
+  ck = TrainCheckpointer(str(tmp_path), keep=5, best_metric=None)
+  with pytest.raises(CheckpointError, match="step 2 .* is unreadable"):  # never step 1 instead
+    ck.restore(_abstract(), step=2)
+  step, *_ = ck.restore(_abstract(), move_aside=True)
+  assert step == 1 and ck.steps() == [1]
+  (aside,) = os.listdir(tmp_path / "corrupt")
+  assert aside.startswith("step_2.") and f"moved it to {tmp_path / 'corrupt' / aside}" in capsys.readouterr().out
+  ck.save(2, _state(5), {"step": 2}, None, wait=True)  # the step can be saved again
+  assert ck.restore(_abstract())[0] == 2
+  ck.close()
+
+
+def test_no_step_readable_moves_nothing(tmp_path):
+  """Every step unreadable (here: another architecture than the run's) is an error, not a fresh start."""
+  ck = TrainCheckpointer(str(tmp_path), keep=5, best_metric=None)
+  for s in (1, 2):
+    ck.save(s, _state(s), {"step": s}, None, wait=True)
+  other = {"w": jax.ShapeDtypeStruct((5, 3), jnp.float32), "step": jax.ShapeDtypeStruct((), jnp.int32)}
+  with pytest.raises(CheckpointError, match=r"no readable checkpoint .*tried steps \[2, 1\].*new WORKDIR"):
+    ck.restore(other, move_aside=True)
+  assert ck.steps() == [1, 2] and not (tmp_path / "corrupt").exists()
+  ck.close()

@@ -91,3 +91,19 @@ def test_cli_keeps_compiled_programs_in_the_user_cache(tmp_path, speech_wav, mon
   monkeypatch.setenv("CAT_JAX_COMPILE_CACHE", "0")
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "off"))
   assert use_compile_cache() == before and not (tmp_path / "off").exists()
+
+
+def test_cpu_machines_quiet_the_tpu_probes(monkeypatch):
+  import glob
+  from cat_jax.cli.app import quiet_accelerator_probes
+  for k in ("TPU_SKIP_MDS_QUERY", "TPU_MIN_LOG_LEVEL", "TPU_STDERR_LOG_LEVEL", "TPU_LOG_DIR"):
+    monkeypatch.delenv(k, raising=False)
+  monkeypatch.setenv("TPU_MIN_LOG_LEVEL", "0")  # the user's choice wins
+  monkeypatch.setattr(glob, "glob", lambda pattern: [])
+  assert quiet_accelerator_probes() == {"TPU_SKIP_MDS_QUERY": "1", "TPU_STDERR_LOG_LEVEL": "3",
+                                        "TPU_LOG_DIR": "disabled"}
+  import os
+  assert os.environ["TPU_LOG_DIR"] == "disabled" and os.environ["TPU_MIN_LOG_LEVEL"] == "0"
+  monkeypatch.delenv("TPU_LOG_DIR")
+  monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/accel0"] if "accel" in pattern else [])
+  assert quiet_accelerator_probes() == {} and "TPU_LOG_DIR" not in os.environ  # a TPU VM: untouched

@@ -68,7 +68,10 @@ def run_notebook(name: str, params: dict, tmp_path: pathlib.Path) -> dict:
   out = tmp_path / f"{name}_results.json"
   nb.cells.append(nbformat.v4.new_code_cell(
       f"import json\nwith open({str(out)!r}, 'w') as f:\n  json.dump(RESULTS, f, default=str)"))
-  env = dict(os.environ, JAX_PLATFORMS="cpu", IPYTHONDIR=str(tmp_path / "ipython"))
+  # HF_HUB_OFFLINE: the notebooks never reach for the Hub here (their offline fallbacks run); HF_HOME: no saved token
+  env = dict(os.environ, JAX_PLATFORMS="cpu", IPYTHONDIR=str(tmp_path / "ipython"), HF_HUB_OFFLINE="1",
+             HF_HOME=str(tmp_path / "hf_home"))
+  env.pop("HF_TOKEN", None)
   env.pop("MPLBACKEND", None)  # the kernel's inline backend draws the figures, as on Colab
   client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", allow_errors=False,
                                    resources={"metadata": {"path": str(ROOT)}})
@@ -107,10 +110,14 @@ def test_notebook_is_stripped_valid_and_parameterised(name):
 
 # ---- executed (CPU, test-sized) -----------------------------------------------------------------
 
+@pytest.mark.integration
 def test_inference_notebook(tmp_path):
-  """golden_tiny weights: codes, a bitrate sweep clamped to its 8 codebooks, streaming == offline."""
-  r = run_notebook("inference", {"MODEL_DIR": str(GOLDEN_TINY), "CLIP_SECONDS": 0.48,
-                                 "NUM_QUANTIZERS": [1, 4, 8, 16, 32], "WORKDIR": str(tmp_path / "wd")}, tmp_path)
+  """Offline, the default (the released tokenizer by Hub id) falls back to the bundled golden_tiny weights:
+  codes, a bitrate sweep clamped to its 8 codebooks, streaming == offline."""
+  r = run_notebook("inference", {"CLIP_SECONDS": 0.48, "NUM_QUANTIZERS": [1, 4, 8, 16, 32],
+                                 "WORKDIR": str(tmp_path / "wd")}, tmp_path)
+  assert r["model"]["origin"] == "bundled" and r["model"]["dir"] == "tests/data/golden_tiny"
+  assert r["model"]["weight_dtype"] == "float32"  # "auto": bfloat16 only past 2 GB of weights
   assert r["model"]["num_quantizers"] == 8 and not r["model"]["trained_here"]
   frames = -(-r["clip"]["samples"] // r["model"]["downsample_rate"])
   assert r["clip"]["samples"] <= 11520 and frames == r["codes"]["expected_frames"]
@@ -125,6 +132,7 @@ def test_inference_notebook(tmp_path):
   assert s["max_abs_diff"] < 1e-5 and s["chunks"] == frames and s["shape"] == s["offline_shape"]
 
 
+@pytest.mark.integration
 def test_export_notebook(tmp_path):
   """An Orbax params checkpoint of golden_tiny -> reference layout -> CATTorch: same codes and audio."""
   from cat_jax import CAT
@@ -132,8 +140,9 @@ def test_export_notebook(tmp_path):
   model = CAT.from_pretrained(GOLDEN_TINY)
   save_params(tmp_path / "orbax", model.config, model.params)
   r = run_notebook("export_to_pytorch", {"CHECKPOINT": str(tmp_path / "orbax"), "OUT_DIR": str(tmp_path / "out"),
-                                         "CLIP_SECONDS": 0.48}, tmp_path)
+                                         "CLIP_SECONDS": 0.48, "HUB_REPO": "org/cat-test"}, tmp_path)
   assert r["export"]["kind"] == "Orbax params"
+  assert r["hub"] == {"pushed": False, "reason": "no Hugging Face token"}  # the push is skipped without a token
   assert {"config.json", "model.safetensors"} <= set(r["export"]["files"])
   assert (tmp_path / "out" / "hf" / "model.safetensors").exists()
   t = r["torch"]
@@ -167,6 +176,8 @@ def _check_train(r, steps: int, resume_steps: int, checkpoint_every: int):
 
 
 @needs_espeak
+@pytest.mark.integration
+@pytest.mark.slow  # CI time: the default suite stays under 15 minutes on 2 cores
 def test_train_notebook(tmp_path):
   """A one-stage codec recipe: 2 steps, checkpoint, resume for 1 more."""
   recipe = tmp_path / "cheap_recipe.py"
@@ -205,7 +216,7 @@ def test_train_then_export_then_inference_notebooks(tmp_path):
 @pytest.mark.slow
 @needs_espeak
 def test_inference_notebook_trains_a_model_without_weights(tmp_path):
-  r = run_notebook("inference", {"MODEL_DIR": "", "TRAIN_CONFIG": "configs/tiny.py:ci", "TRAIN_STEPS": 3,
+  r = run_notebook("inference", {"MODEL_DIR": "", "OFFLINE_MODEL": "", "TRAIN_CONFIG": "configs/tiny.py:ci", "TRAIN_STEPS": 3,
                                  "CLIP_SECONDS": 0.48, "WORKDIR": str(tmp_path / "wd")}, tmp_path)
   assert r["model"]["trained_here"] and r["model"]["dir"] == str(tmp_path / "wd" / "export")
   assert (tmp_path / "wd" / "export" / "model.safetensors").exists()

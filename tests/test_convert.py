@@ -95,3 +95,48 @@ def test_released_model_builds_abstractly_and_matches_manifest():
     full = shapes[e.path]
     per = full if e.index is None else full[1:]
     assert int(np.prod(per)) == int(np.prod(e.torch_shape)), e.name
+
+
+@pytest.mark.parametrize("bad, message", [("nan", "holds 1 NaN or Inf"), ("inf", "holds 1 NaN or Inf"),
+                                          ("int", "holds int32 values")])
+def test_non_finite_or_integer_weights_are_refused_by_name(tmp_path, tiny_config_dict, bad, message):
+  tensors = dict(load_file(GOLDEN_TINY / "model.safetensors"))
+  name = "decoder.2.output_proj.weight"
+  w = tensors[name].copy()
+  if bad == "int":
+    w = w.astype(np.int32)
+  else:
+    w.flat[3] = np.nan if bad == "nan" else np.inf
+  tensors[name] = w
+  (tmp_path / "config.json").write_text(json.dumps(tiny_config_dict))
+  save_file(tensors, str(tmp_path / "model.safetensors"))
+  with pytest.raises(CheckpointError, match=f"tensor {name} {message}"):
+    CAT.from_pretrained(tmp_path)
+  from cat_jax.cli import main
+  assert main(["decode", "x.npz", str(tmp_path / "o.wav"), "--model", str(tmp_path)]) == 2
+
+
+def test_non_finite_orbax_params_are_refused(tmp_path, tiny_model):
+  from flax import nnx
+  from cat_jax.checkpoint import load_params, save_params
+  pure = nnx.to_pure_dict(tiny_model.params)
+  book = np.array(pure["quantizer"]["quantizers"]["codebook"])
+  book[0, 0] = np.inf
+  pure["quantizer"]["quantizers"]["codebook"] = book
+  save_params(tmp_path / "p", tiny_model.config, pure)
+  with pytest.raises(CheckpointError, match=r"\['quantizers'\]\['codebook'\] holds \d+ NaN or Inf"):
+    load_params(tmp_path / "p")
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/tmp/abs.safetensors", "sub/../../x.safetensors"])
+def test_sharded_index_cannot_point_outside_the_model_folder(tmp_path, tiny_config_dict, shard):
+  from cat_jax.convert import read_safetensors_dir
+  model = tmp_path / "model"
+  model.mkdir()
+  (model / "config.json").write_text(json.dumps(tiny_config_dict))
+  save_file(dict(load_file(GOLDEN_TINY / "model.safetensors")), str(tmp_path / "outside.safetensors"))
+  names = list(load_file(GOLDEN_TINY / "model.safetensors"))
+  (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {n: shard for n in names}}))
+  for load in (CAT.from_pretrained, read_safetensors_dir):
+    with pytest.raises(CheckpointError, match="names a shard outside the model folder"):
+      load(str(model))

@@ -53,3 +53,12 @@ def test_init_from_errors_are_one_line_naming_it(golden_dir):
   cfg.init_from = str(golden_dir / "missing")
   with pytest.raises(CheckpointError, match="^init_from: model directory not found"):
     loop._init_codec_params(cfg)
+
+
+def test_a_stereo_v2_config_against_a_mono_one_names_the_channels():
+  from cat_jax.config import CATConfig
+  from cat_jax.loader import architecture_diff
+  v2 = CATConfig.from_json(GOLDEN_TINY.parent / "golden_v2_tiny" / "config.json")
+  v1 = CATConfig.from_json(GOLDEN_TINY / "config.json")
+  text = architecture_diff(v2, v1, limit=20)
+  assert "number_channels: 2 here" in text and "sampling_rate" in text

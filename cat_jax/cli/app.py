@@ -1,6 +1,6 @@
 """The `cat-jax` entry point: one parser built from the command modules, one persistent compile
 cache, and the one place where a user error (missing file, bad audio, bad codes, corrupt
-checkpoint: any CATError) becomes a single line naming the problem and exit status 2."""
+checkpoint: any CATError) becomes a single line on stderr, "cat-jax CMD: error: ...", and exit status 2."""
 from __future__ import annotations
 
 import argparse
@@ -15,12 +15,6 @@ from cat_jax.errors import CATError
 DESCRIPTION = ("`cat-jax` command line: encode, decode, reconstruct, convert, export, and prepare, "
                "make-corpus, stream-encode/decode, eval, plot")
 COMMAND_GROUPS = (coding, models, data, streaming, evaluate, plot)  # each adds its subcommands, in this order
-
-# How each command has always printed its error line (scripts may read it): "cat-jax CMD: error: ..."
-# on stderr, except these commands' bare "error: ...", which `prepare` prints on stdout.
-BARE_ERROR_LINE = frozenset({"prepare", "stream-encode", "stream-decode", "eval"})
-ERROR_ON_STDOUT = frozenset({"prepare"})
-
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="cat-jax", description=DESCRIPTION)
@@ -46,15 +40,30 @@ def use_compile_cache() -> str | None:
   return path
 
 
+def quiet_accelerator_probes() -> dict[str, str]:
+  """On a machine without TPU chips (no /dev/accel*, /dev/vfio/N), an installed libtpu (the `tpu`
+  extra) would query the GCE metadata server, print its probe lines and write logs under the temp
+  folder before every command: tell it not to, unless the user set these. -> what was set.
+  Must run before JAX first touches a backend."""
+  import glob
+  if glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"):
+    return {}
+  quiet = {"TPU_SKIP_MDS_QUERY": "1", "TPU_MIN_LOG_LEVEL": "3", "TPU_STDERR_LOG_LEVEL": "3",
+           "TPU_LOG_DIR": "disabled"}
+  set_now = {k: v for k, v in quiet.items() if k not in os.environ}
+  os.environ.update(set_now)
+  return set_now
+
+
 def main(argv=None) -> int:
   """Runs one subcommand: 0 on success, 2 on a user error (one line), argparse's 2 on bad flags."""
   args = build_parser().parse_args(argv)
+  quiet_accelerator_probes()
   use_compile_cache()
   try:
     return args.func(args)
   except CATError as e:
-    prefix = "" if args.command in BARE_ERROR_LINE else f"cat-jax {args.command}: "
-    print(f"{prefix}error: {e}", file=sys.stdout if args.command in ERROR_ON_STDOUT else sys.stderr)
+    print(f"cat-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
 
 

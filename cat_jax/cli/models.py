@@ -2,6 +2,7 @@
 export a training run to the reference layout with a model card."""
 from __future__ import annotations
 
+from cat_jax import hub
 from cat_jax.checkpoint import save_params
 from cat_jax.loader import layout, load_codec
 from cat_jax.train.export import export_workdir
@@ -19,6 +20,9 @@ def register(sub) -> None:
   s.add_argument("--step", type=int, default=None, help="a kept step (default: the newest)")
   s.add_argument("--ema", action="store_true", help="export the EMA weights")
   s.add_argument("--max-shard-bytes", type=int, default=5 * 2**30, help="shard safetensors past this size")
+  s.add_argument("--push-to-hub", metavar="ORG/NAME", default=None,
+                 help="then upload the export and its model card to this Hugging Face repository")
+  s.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
   s.set_defaults(func=run_export)
 
 
@@ -37,7 +41,12 @@ def run_convert(args) -> int:
 
 
 def run_export(args) -> int:
-  """Training run -> reference layout (config.json + safetensors + model card)."""
-  files = export_workdir(args.checkpoint, args.out, args.step, args.ema, args.max_shard_bytes)
+  """Training run -> reference layout (config.json + safetensors + model card), then to the Hub."""
+  if args.push_to_hub:
+    hub.check_repo_id(args.push_to_hub)  # before the export's work
+  files, step = export_workdir(args.checkpoint, args.out, args.step, args.ema, args.max_shard_bytes)
   print(f"{args.checkpoint} -> {args.out} ({', '.join(files)})")
+  if args.push_to_hub:
+    pushed, url = hub.push_export(args.out, args.checkpoint, args.push_to_hub, step, args.private)
+    print(f"{args.out} -> https://huggingface.co/{args.push_to_hub} ({', '.join(pushed)}): {url}")
   return 0

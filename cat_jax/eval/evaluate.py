@@ -74,7 +74,8 @@ def reconstruct(model, audio: np.ndarray, num_quantizers_list: Sequence[int]) ->
   for n in nqs:
     z = _latents(model.graphdef, model.params, padded[:n])
     y = _decode_latents(model.graphdef, model.params, z, flen, model.dtype)  # (1, T', C)
-    out[n] = np.asarray(y)[0, :t].T
+    y = np.asarray(y)[0, :t].T
+    out[n] = np.pad(y, ((0, 0), (0, t - y.shape[-1])))  # v2 drops a partial last frame: silence there
   return out
 
 

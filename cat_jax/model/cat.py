@@ -46,9 +46,29 @@ def run_modules(modules, x, lengths, *, offsets=None, caches=None, dtype=None):
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))
     if offsets is not None:
       positions = positions + offsets[i][:, None]
-    x, c = m(x, positions, caches=None if caches is None else caches[i], dtype=dtype)
+    mask = m.spec.v2 and caches is None  # v2's length masking (streaming: valid frames only)
+    x, c = m(x, positions, caches=None if caches is None else caches[i], dtype=dtype,
+             lengths=lengths if mask else None)
     new_caches.append(c)
   return x, lengths, new_caches
+
+
+def interleave(config: CATConfig, audio: jax.Array, lengths: jax.Array):
+  """v2 channel interleave: (B, T, C) -> the stream (B, C*T, 1) of L0 R0 L1 R1 ..., lengths x C.
+  Identity unless the config interleaves."""
+  if not config.interleaved:
+    return audio, lengths
+  b, t, c = audio.shape
+  return audio.reshape(b, t * c, 1), lengths * c
+
+
+def deinterleave(config: CATConfig, x: jax.Array, lengths: jax.Array):
+  """The inverse of `interleave`: (B, C*T, 1) -> (B, T, C), lengths / C."""
+  if not config.interleaved:
+    return x, lengths
+  b, n, _ = x.shape
+  c = config.channels
+  return x.reshape(b, n // c, c), lengths // c
 
 
 class CATModel(nnx.Module):
@@ -63,13 +83,14 @@ class CATModel(nnx.Module):
 
   def encode_latents(self, audio: jax.Array, lengths: jax.Array, *, dtype=None):
     """audio: (B, T, C) with T a multiple of downsample_rate -> (hidden (B, F, D), frame lengths (B,))."""
-    x, lengths, _ = run_modules(self.encoder, audio.astype(jnp.float32), lengths, dtype=dtype)
+    x, lengths = interleave(self.config, audio.astype(jnp.float32), lengths)
+    x, lengths, _ = run_modules(self.encoder, x, lengths, dtype=dtype)
     return x, lengths
 
   def decode_latents(self, z: jax.Array, lengths: jax.Array, *, dtype=None):
     """z: (B, F, D) quantizer output -> (audio (B, F*downsample_rate, C), sample lengths (B,))."""
     x, lengths, _ = run_modules(self.decoder, z, lengths, dtype=dtype)
-    return x, lengths
+    return deinterleave(self.config, x, lengths)
 
   def encode(self, audio, lengths, n_q: int | None = None, *, dtype=None):
     """-> (codes (n_q, B, F) int32, frame lengths (B,), encoder hidden (B, F, D))."""

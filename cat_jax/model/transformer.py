@@ -73,9 +73,14 @@ def sin_embedding(positions: jax.Array, dim: int, max_period: float) -> jax.Arra
   return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)], axis=-1)
 
 
-def attention_mask(q_pos: jax.Array, k_pos: jax.Array, context: int | None, causal: bool) -> jax.Array:
-  """(B, T, S) boolean: key slot valid, not in the future, and inside the window."""
-  valid = (k_pos >= 0)[:, None, :]
+def attention_mask(q_pos: jax.Array, k_pos: jax.Array, context: int | None, causal: bool,
+                   lengths: jax.Array | None = None) -> jax.Array:
+  """(B, T, S) boolean: key slot valid (and, with `lengths` (B,), before the stage's valid length:
+  v2's length masking), not in the future, and inside the window."""
+  valid = k_pos >= 0
+  if lengths is not None:
+    valid = valid & (k_pos < lengths[:, None])
+  valid = valid[:, None, :]
   if not causal:
     return jnp.broadcast_to(valid, (q_pos.shape[0], q_pos.shape[1], k_pos.shape[1]))
   delta = q_pos[:, :, None] - k_pos[:, None, :]
@@ -99,9 +104,10 @@ class Attention(nnx.Module):
     self.in_proj = Dense((c,), (3, h, spec.head_dim), ("embed", "qkv", "heads", "head_dim"), key=k1)
     self.out_proj = Dense((h, spec.head_dim), (c,), ("heads", "head_dim", "embed"), key=k2)
 
-  def __call__(self, x, positions, *, cache: KVCache | None = None, dtype=None, tables=None):
-    """x: (B, T, C), positions: (B, T), tables: optional `rope_tables(positions)`.
-    Returns (y (B, T, C), new cache or None)."""
+  def __call__(self, x, positions, *, cache: KVCache | None = None, dtype=None, tables=None, lengths=None):
+    """x: (B, T, C), positions: (B, T), tables: optional `rope_tables(positions)`; lengths (B,):
+    v2's length masking (keys at or past the valid length are masked out, query rows there give
+    exactly zero before out_proj), offline only. Returns (y (B, T, C), new cache or None)."""
     qkv = self.in_proj(x, dtype)  # (B, T, 3, H, Dh)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.use_rope:
@@ -112,9 +118,11 @@ class Attention(nnx.Module):
       return self._attend_cached(q, k, v, positions, cache, dtype)
     q, k, v = (a.transpose(0, 2, 1, 3) for a in (q, k, v))  # (B, H, T, Dh): no transposes inside the blocks
     blocks = [self._attend_block(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1],
-                                 positions[:, q0:q1], positions[:, k0:q1])
+                                 positions[:, q0:q1], positions[:, k0:q1], lengths)
               for q0, q1, k0 in self._blocks(q.shape[2])]
     out = blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=2)
+    if lengths is not None:
+      out = jnp.where((positions < lengths[:, None])[:, None, :, None], out, 0.0)
     return self.out_proj(out.transpose(0, 2, 1, 3), dtype), None
 
   def _blocks(self, t: int) -> list[tuple[int, int, int]]:
@@ -129,9 +137,9 @@ class Attention(nnx.Module):
     return [(q0, min(t, q0 + ATTENTION_BLOCK), 0 if self.context is None else max(0, q0 - self.context + 1))
             for q0 in range(0, t, ATTENTION_BLOCK)]
 
-  def _attend_block(self, q, k, v, q_pos, k_pos):
+  def _attend_block(self, q, k, v, q_pos, k_pos, lengths=None):
     """q: (B, H, Tq, Dh), k, v: (B, H, S, Dh) -> (B, H, Tq, Dh)."""
-    mask = attention_mask(q_pos, k_pos, self.context, self.causal)[:, None]  # (B, 1, Tq, S)
+    mask = attention_mask(q_pos, k_pos, self.context, self.causal, lengths)[:, None]  # (B, 1, Tq, S)
     logits = jnp.einsum("bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(self.head_dim))
     probs = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
     probs = jnp.where(mask, probs, 0.0)  # rows with no key (padding slots) give 0, not NaN
@@ -190,8 +198,8 @@ class TransformerLayer(nnx.Module):
     self.has_scale = spec.layer_scale is not None
     self.gated = spec.gating != "none"
 
-  def __call__(self, x, positions, *, cache=None, dtype=None, tables=None):
-    y, cache = self.self_attn(self.norm1(x), positions, cache=cache, dtype=dtype, tables=tables)
+  def __call__(self, x, positions, *, cache=None, dtype=None, tables=None, lengths=None):
+    y, cache = self.self_attn(self.norm1(x), positions, cache=cache, dtype=dtype, tables=tables, lengths=lengths)
     x = x + (self.layer_scale_1(y) if self.has_scale else y).astype(x.dtype)
     h = self.norm2(x)
     if self.gated:
@@ -237,8 +245,9 @@ class Transformer(nnx.Module):
       graphdef, state = nnx.split(self.layers)
       self.layers = nnx.List([nnx.merge(graphdef, s) for s in unstack_layers(state)])
 
-  def __call__(self, x, positions, *, caches: KVCache | None = None, dtype=None):
-    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None. Returns (x, new caches or None)."""
+  def __call__(self, x, positions, *, caches: KVCache | None = None, dtype=None, lengths=None):
+    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None; lengths (B,):
+    v2's length masking (offline). Returns (x, new caches or None)."""
     spec = self.spec
     if spec.positional_embedding in ("sin", "sin_rope"):
       x = x + spec.positional_scale * sin_embedding(positions, x.shape[-1], spec.max_period).astype(x.dtype)
@@ -249,13 +258,14 @@ class Transformer(nnx.Module):
       if caches is not None:
         raise ValueError("unrolled layers serve offline coding only, not cached streaming")
       for layer in self.layers:
-        x, _ = layer(x, positions, dtype=dtype, tables=tables)
+        x, _ = layer(x, positions, dtype=dtype, tables=tables, lengths=lengths)
       return x, None
     graphdef, state = nnx.split(self.layers)
 
     def body(x, layer_in):
       layer_state, cache = layer_in
-      return nnx.merge(graphdef, layer_state)(x, positions, cache=cache, dtype=dtype, tables=tables)
+      return nnx.merge(graphdef, layer_state)(x, positions, cache=cache, dtype=dtype, tables=tables,
+                                              lengths=lengths)
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
@@ -278,21 +288,22 @@ def unstack_layers(layers_state) -> list:
 
 
 class ProjectedTransformer(nnx.Module):
-  """input_proj (if widths differ) -> Transformer -> output_proj (if widths differ)."""
+  """input_proj -> Transformer -> output_proj; v1 drops a projection whose widths are equal, v2
+  keeps it as a learned square matrix (`spec.has_input_proj` / `has_output_proj`)."""
 
   def __init__(self, spec: TransformerSpec, *, key, remat: bool = False):
     k1, k2, k3 = jax.random.split(key, 3)
     self.spec = spec
-    if spec.input_dimension != spec.d_model:
+    if spec.has_input_proj:
       self.input_proj = Dense((spec.input_dimension,), (spec.d_model,), ("io", "embed"), key=k1)
     self.transformer = Transformer(spec, key=k2, remat=remat)
-    if spec.output_dimension != spec.d_model:
+    if spec.has_output_proj:
       self.output_proj = Dense((spec.d_model,), (spec.output_dimension,), ("embed", "io"), key=k3)
 
-  def __call__(self, x, positions, *, caches=None, dtype=None):
-    if self.spec.input_dimension != self.spec.d_model:
+  def __call__(self, x, positions, *, caches=None, dtype=None, lengths=None):
+    if self.spec.has_input_proj:
       x = self.input_proj(x, dtype).astype(jnp.float32)
-    x, caches = self.transformer(x, positions, caches=caches, dtype=dtype)
-    if self.spec.output_dimension != self.spec.d_model:
+    x, caches = self.transformer(x, positions, caches=caches, dtype=dtype, lengths=lengths)
+    if self.spec.has_output_proj:
       x = self.output_proj(x, dtype).astype(jnp.float32)
     return x, caches

@@ -23,7 +23,34 @@ def _scalars(metrics: dict) -> dict[str, float]:
   return out
 
 
+def cut_back(path: str, step: int) -> int:
+  """Keeps the rows of a metrics.jsonl at or before `step` (the step a run resumes from: the rows
+  past it were logged by a run whose later state was lost) and drops torn lines; rewrites the
+  file atomically. -> the number of rows dropped."""
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  keep = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+      if isinstance(row, dict) and int(row["step"]) <= step:
+        keep.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # a line cut short by a kill
+  if len(keep) == len(lines):
+    return 0
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write("".join(line + "\n" for line in keep))
+  os.replace(path + ".tmp", path)
+  return len(lines) - len(keep)
+
+
 class MetricLogger:
+  """Appends to WORKDIR/metrics.jsonl and TensorBoard; a run resumed at `start_step` first cuts
+  both back to that step, so each step is logged once."""
+
   def __init__(self, workdir: str, total_steps: int, start_step: int = 0, enabled: bool = True):
     self.enabled = enabled
     self.workdir = workdir
@@ -32,10 +59,14 @@ class MetricLogger:
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    dropped = cut_back(path, start_step)
+    if dropped:
+      print(f"[train] metrics.jsonl: dropped {dropped} row(s) logged after step {start_step}", flush=True)
+    self._jsonl = open(path, "a")
     from tensorboardX import SummaryWriter
     from tqdm import tqdm
-    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1 if start_step else None)
     self._bar = tqdm(total=total_steps, initial=start_step, dynamic_ncols=True, desc="train")
 
   def write(self, step: int, metrics: dict, prefix: str = "") -> dict[str, float]:

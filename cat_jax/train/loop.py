@@ -25,6 +25,7 @@ from cat_jax.train import step as step_lib
 from cat_jax.train import train_config
 from cat_jax.train.checkpoints import TrainCheckpointer
 from cat_jax.train.logger import MetricLogger
+from cat_jax.train.workdir_lock import WorkdirLock
 
 
 class TrainingError(CATError):
@@ -102,15 +103,23 @@ def train(cfg, workdir: str, *, log_every: int = 10, max_bad_steps: int = 20,
   from step `schedule.stage1_steps` on; the example stream (and so the saved data position) is the
   same whatever the batch, so a resume on either side of the switch continues exactly.
 
-  `on_log(step, metrics)`, if given, receives each logged step's flat scalars (e.g. a live loss plot)."""
+  `on_log(step, metrics)`, if given, receives each logged step's flat scalars (e.g. a live loss plot).
+  The run holds WORKDIR/lock.json while it runs: a second run on the same WORKDIR is refused."""
   cfg = train_config.parse(cfg)
+  if jax.process_index() != 0:  # process 0 holds the lock for the whole run
+    return _train(cfg, workdir, log_every, max_bad_steps, on_log)
+  with WorkdirLock(workdir):
+    return _train(cfg, workdir, log_every, max_bad_steps, on_log)
+
+
+def _train(cfg, workdir, log_every, max_bad_steps, on_log) -> RunResult:
   trainer = state_lib.build_trainer(cfg)
   mesh = sharding.mesh_from_config(cfg)
   stages = {cfg.stage(0), cfg.stage(max(cfg.num_steps - 1, 0))}
   for stage in sorted(stages):
     parallel.check_batch_divides(cfg.stage_batch_size(stage), mesh)
   ckpt = TrainCheckpointer(workdir, keep=cfg.keep_checkpoints)
-  restored = ckpt.restore(parallel.sharded_abstract_state(trainer, mesh))  # onto this run's mesh
+  restored = ckpt.restore(parallel.sharded_abstract_state(trainer, mesh), move_aside=True)  # onto this run's mesh
   start = 0 if restored is None else restored[0]
   data = make_data(cfg, batch_size=cfg.stage_batch_size(cfg.stage(start)))
   if restored is not None:

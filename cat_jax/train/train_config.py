@@ -269,7 +269,7 @@ class TrainConfig:
   codebook_restart: CodebookRestartConfig = dataclasses.field(default_factory=CodebookRestartConfig)
   mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
   distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
-  init_from: str | None = None  # codec weights to start from (reference layout, Orbax params, a workdir)
+  init_from: str | None = None  # codec weights to start from (reference layout, Orbax params, a workdir, a Hub id)
   trainable: str = "all"  # 'all' or '+'-joined parts of PARTS; frozen parts get exactly zero update
   remat: bool = False
   compute_dtype: str = "float32"  # 'float32' or 'bfloat16' (params stay float32)

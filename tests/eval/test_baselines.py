@@ -109,4 +109,4 @@ def test_eval_subcommand_rejects_unknown_baseline(tmp_path, capsys):
   write_audio(tmp_path / "a.wav", _speech_like(24000)[None], 24000)
   assert main(["eval", "--data", str(tmp_path / "a.wav"), "--baselines", "opus,nope"]) == 2
   err = capsys.readouterr().err
-  assert err.count("\n") == 1 and err.startswith("error: unknown baseline 'nope'; valid: codec2, opus,")
+  assert err.count("\n") == 1 and err.startswith("cat-jax eval: error: unknown baseline 'nope'; valid: codec2, opus,")

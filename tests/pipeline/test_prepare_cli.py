@@ -14,7 +14,8 @@ def test_prepare_subcommand(small_folder, tmp_path, capsys):
   assert sorted(os.listdir(tmp_path / "out")) == sorted(info["shards"] + ["info.json"])
   assert "wrote 8 clips" in capsys.readouterr().out
   assert main(["prepare", "folder:" + str(tmp_path / "nope"), str(tmp_path / "o2")]) == 2
-  assert "neither a folder" in capsys.readouterr().out
+  err = capsys.readouterr().err
+  assert err.startswith("cat-jax prepare: error:") and "neither a folder" in err
 
 
 def test_make_corpus_subcommand(tmp_path, capsys):

@@ -31,6 +31,8 @@ def _meshes(tmp_path, shapes):
   return json.loads((tmp_path / "m.json").read_text()), {s: load(f"{out}.{s}.npz") for s in shapes}
 
 
+@pytest.mark.integration
+@pytest.mark.slow  # CI time: the default suite stays under 15 minutes on 2 cores
 def test_mesh_2x2x2_matches_one_device_and_is_sharded(reference, tmp_path):
   info, runs = _meshes(tmp_path, ["2x2x2"])
   assert_same_run(reference, runs["2x2x2"])
@@ -52,6 +54,7 @@ def test_meshes_8x1x1_and_2x4x1_match_one_device(reference, tmp_path):
   assert info["2x4x1"]["kernel_shard_shape"] == [1, 8, 64]
 
 
+@pytest.mark.integration
 def test_two_processes_match_one_device(reference, tmp_path):
   """jax.distributed over loopback (gloo), 2 devices per process, each process feeding half the batch."""
   addr = f"127.0.0.1:{free_port()}"

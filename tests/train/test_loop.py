@@ -37,6 +37,7 @@ def _ci_config(corpus, **overrides):
   return cfg
 
 
+@pytest.mark.integration
 def test_train_checkpoint_resume_eval_export(corpus, tmp_path, capsys):
   from cat_jax.eval.evaluate import evaluate
   from cat_jax.train import loop
@@ -103,6 +104,7 @@ def _run_until_checkpoint(cmd, env, ckpt_dir, step, sig):
   return proc.returncode, out
 
 
+@pytest.mark.integration
 def test_resume_after_sigterm_and_kill9_is_exact(corpus, tmp_path):
   """N steps straight == N/2 + SIGTERM (saves, exits 0) + rerun == N/2 + kill -9 + rerun."""
   env = _env(tmp_path / "jax_cache")
@@ -128,6 +130,9 @@ def test_resume_after_sigterm_and_kill9_is_exact(corpus, tmp_path):
   assert again.returncode == 0 and f"resumed from step" in again.stdout, again.stdout + again.stderr
   got, step = restore_codec(str(killed))
   assert step == n and params_equal(got.params, ref.params)
+  assert "taking over" in again.stdout  # the killed run's lock (its pid is gone)
+  logged = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+  assert logged == list(range(5, n + 1, 5))  # each step once: the killed run's rows past 15 were cut back
 
 
 RESHARD = r"""
@@ -163,12 +168,16 @@ print("RESHARD_OK")
 """
 
 
+@pytest.mark.integration
+@pytest.mark.slow  # CI time: the default suite stays under 15 minutes on 2 cores
 def test_restore_onto_a_different_mesh_and_device_count(tmp_path):
   out = subprocess.run([sys.executable, "-c", RESHARD, str(tmp_path / "ck"), str(ROOT)], capture_output=True,
                        text=True, timeout=600, cwd=ROOT)
   assert "RESHARD_OK" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.slow  # CI time: the default suite stays under 15 minutes on 2 cores
 def test_stage2_batch_is_honoured_and_resumes_exactly(corpus, tmp_path):
   """schedule.stage2_batch_size feeds stage 2 (batch 2 -> 1 after 2 steps: 2 + 2 + 1 + 1 clips), and a
   run stopped at the switch and resumed equals the straight run: parameters and data position."""
