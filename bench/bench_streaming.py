@@ -13,6 +13,14 @@ stream's KV caches once (ring buffers: only the new frames are written, in place
 Both are computed here and set against this machine's measured matmul rate and read bandwidth.
 The half not being timed is built with one layer per stage, so the released model (7 GB) is
 never resident at once.
+
+  .venv/bin/python bench/bench_streaming.py --configs tiny --poisson 4 --streams 8 --arrivals 16
+
+`--poisson RATE` serves instead a server-like load through cat_jax.stream_engine.StreamEngine
+(capacity: the first --streams value, --chunk-frames frames per step): streams arrive as a
+Poisson process of RATE per second, each --duration seconds long and pushed in real time, one
+--push-ms piece at a time, then ended. Prints the latency from the push that completes a frame to
+its codes being ready (p50/p99) and the time per engine step (encode + decode of all slots).
 """
 from __future__ import annotations
 
@@ -210,6 +218,84 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
   return out
 
 
+def poisson_serve(name: str, rate: float, capacity: int, k: int, arrivals: int, duration: float,
+                  push_ms: float, seed: int = 0) -> dict:
+  """Serves `arrivals` streams arriving at `rate` per second (wall clock) through one StreamEngine;
+  returns the latency and step-time statistics."""
+  from cat_jax.stream_engine import StreamEngine
+  model = CAT.from_config(raw_config(name))
+  cfg = model.config
+  sr, dr = cfg.sampling_rate, cfg.downsample_rate
+  eng = StreamEngine(model, capacity, chunk_frames=k)
+  rng = np.random.default_rng(seed)
+  t0 = time.perf_counter()  # warm-up: compiles the one program
+  w = eng.open()
+  eng.push(w, np.zeros((cfg.channels, k * dr), np.float32))
+  eng.close(w)
+  compile_s = time.perf_counter() - t0
+  n = int(round(duration * sr))
+  piece = max(1, int(round(push_ms / 1000 * sr)))
+  starts = np.cumsum(rng.exponential(1.0 / rate, arrivals))
+  events = []  # (time, order, stream, kind, a, b)
+  for i, t in enumerate(starts):
+    events.append((t, 0, i, "open", 0, 0))
+    for j in range(-(-n // piece)):
+      a, b = j * piece, min(n, (j + 1) * piece)
+      events.append((t + b / sr, 1, i, "push", a, b))  # a piece is pushed once it has been "heard"
+    events.append((t + n / sr, 2, i, "end", 0, 0))
+  events.sort()
+  audio = (rng.normal(size=(cfg.channels, n)) * 0.1).astype(np.float32)
+  sid, pushes, got, lat, step_s, rejected = {}, {}, {}, [], [], 0
+  ev, start = 0, time.perf_counter()
+
+  def collect(i, codes):
+    f0 = got[i]
+    got[i] += codes.shape[-1]
+    now = time.perf_counter() - start
+    ends, times = pushes[i]
+    for f in range(f0, got[i]):  # the push that brought the frame's last sample
+      lat.append(now - times[int(np.searchsorted(ends, min((f + 1) * dr, n)))])
+
+  while ev < len(events) or eng.streams:
+    now = time.perf_counter() - start
+    while ev < len(events) and events[ev][0] <= now:
+      t, _, i, kind, a, b = events[ev]
+      ev += 1
+      if kind == "open":
+        if eng.free_slots:
+          sid[i], pushes[i], got[i] = eng.open(), ([], []), 0
+        else:
+          rejected += 1
+      elif i in sid and kind == "push":
+        eng.push(sid[i], audio[:, a:b])
+        pushes[i][0].append(b)
+        pushes[i][1].append(t)
+      elif i in sid:
+        eng.end(sid[i])
+    if eng.ready():
+      t1 = time.perf_counter()
+      eng.step()
+      step_s.append(time.perf_counter() - t1)
+      for i, s in list(sid.items()):
+        collect(i, eng.pull_codes(s))
+        eng.pull_audio(s)
+        if eng.done(s):
+          eng.close(s)
+          del sid[i]
+    elif ev < len(events):
+      time.sleep(max(0.0, min(events[ev][0] - (time.perf_counter() - start), 0.01)))
+  wall = time.perf_counter() - start
+  served = arrivals - rejected
+  return {"config": name, "mode": "poisson", "rate_per_s": rate, "capacity": capacity, "chunk_frames": k,
+          "arrivals": arrivals, "rejected": rejected, "duration_s": duration, "push_ms": push_ms,
+          "compile_s": compile_s, "wall_s": wall, "steps": len(step_s), "frames": len(lat),
+          "step_p50_s": float(np.percentile(step_s, 50)) if step_s else None,
+          "step_p99_s": float(np.percentile(step_s, 99)) if step_s else None,
+          "latency_p50_s": float(np.percentile(lat, 50)) if lat else None,
+          "latency_p99_s": float(np.percentile(lat, 99)) if lat else None,
+          "audio_s_served": served * duration, "load": os.getloadavg()[0]}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--configs", default="tiny,100m,released", help="comma list of tiny | 100m | released | config path")
@@ -219,8 +305,29 @@ def main():
   p.add_argument("--max-steps", type=int, default=200)
   p.add_argument("--mem-margin-gb", type=float, default=2.0, help="skip a case that would leave less free memory")
   p.add_argument("--json", default=None, help="also write all rows here")
+  p.add_argument("--poisson", type=float, default=None, metavar="RATE",
+                 help="serve streams arriving at RATE per second through a StreamEngine instead")
+  p.add_argument("--arrivals", type=int, default=16, help="--poisson: streams in all")
+  p.add_argument("--duration", type=float, default=2.0, help="--poisson: seconds of audio per stream")
+  p.add_argument("--push-ms", type=float, default=80.0, help="--poisson: audio per push, ms")
+  p.add_argument("--chunk-frames", type=int, default=1, help="--poisson: frames per stream and engine step")
   a = p.parse_args()
   streams = [int(s) for s in a.streams.split(",")]
+  if a.poisson is not None:
+    rows = []
+    for name in a.configs.split(","):
+      r = poisson_serve(name, a.poisson, streams[0], a.chunk_frames, a.arrivals, a.duration, a.push_ms)
+      rows.append(r)
+      print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+      ms = (lambda v: float("nan") if v is None else v * 1e3)
+      print(f"{name}: {r['arrivals'] - r['rejected']}/{r['arrivals']} streams served ({r['rejected']} rejected, "
+            f"capacity {r['capacity']}), {r['steps']} steps, step p50 {ms(r['step_p50_s']):.2f} ms "
+            f"p99 {ms(r['step_p99_s']):.2f} ms; push->codes latency p50 {ms(r['latency_p50_s']):.1f} ms "
+            f"p99 {ms(r['latency_p99_s']):.1f} ms over {r['frames']} frames; load {r['load']:.1f}", flush=True)
+    if a.json:
+      with open(a.json, "w") as f:
+        json.dump({"rows": rows, "jax": jax.__version__, "backend": jax.default_backend()}, f, indent=1)
+    return
   cal = calibrate()
   rows = []
   for name in a.configs.split(","):

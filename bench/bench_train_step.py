@@ -112,7 +112,7 @@ def bench(cfg, batch: int, seconds: float, steps: int, stage, peak: float | None
   jax.block_until_ready(state)
   init_s = time.perf_counter() - t0
   host, frames = make_batch(cfg, trainer.model_config, batch, seconds)
-  step = parallel.make_sharded_train_step(trainer, mesh, stage=stage)
+  step = parallel.make_sharded_train_step(trainer, mesh, stage=stage, split=False)  # one program: .lower
   with parallel.mesh_context(mesh):
     b = sharding.shard_batch(host, mesh)
     t0 = time.perf_counter()
@@ -183,7 +183,7 @@ def depth_sweep(cfg, depths, batch: int, seconds: float, stage) -> list[dict]:
     trainer = state_lib.build_trainer(c)
     host, _ = make_batch(c, trainer.model_config, batch, seconds)
     state = parallel.sharded_abstract_state(trainer, mesh)
-    step = parallel.make_sharded_train_step(trainer, mesh, stage=stage)
+    step = parallel.make_sharded_train_step(trainer, mesh, stage=stage, split=False)  # one program: .lower
     with parallel.mesh_context(mesh):
       t0 = time.perf_counter()
       lowered = step.lower(state, sharding.shard_batch(host, mesh))

@@ -5,6 +5,9 @@
 
 Each stage compiles at its own batch (`batch_size`, then `schedule.stage2_batch_size`, as the
 training loop feeds them); with equal batches and no --stage, one program holds both (lax.cond).
+An adversarial stage 2 with stage2_programs=2 (the default; step.SplitStep) is two programs, the
+discriminator update ('disc') and the generator update ('gen'), compiled and reported one by one;
+a batch fits when both do (--search_batch goes by the larger).
 Prints per-chip HBM use (arguments, outputs, temporaries, total) from memory_analysis(),
 FLOPs per step from cost_analysis(), the mesh and the compile time. A batch that does not fit
 still reports the usage XLA states in its out-of-memory error. --search_batch finds the largest
@@ -80,6 +83,7 @@ class Report:
   flops: float  # per step and chip: XLA cost_analysis of the SPMD-partitioned program
   note: str = ""  # why a batch counted as not fitting
   model_flops: float = float("nan")  # per step, all chips: model_flops() (analytic)
+  program: str = "step"  # 'step' (one program per step), or 'disc' / 'gen' of a split stage 2
 
 
 _SIZE = r"([0-9.]+)\s*([KMGT]i?)?B?"
@@ -156,15 +160,29 @@ def abstract_batch(cfg, trainer, mesh, batch: int) -> dict:
   return {k: jax.ShapeDtypeStruct(s, d, sharding=sh[k]) for k, (s, d) in shapes.items()}
 
 
-def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int) -> Report:
-  """Lower and compile the sharded train step for this global batch; memory is per chip."""
+def programs(trainer, stage) -> list[str]:
+  """The programs of one training step: ['step'], or ['disc', 'gen'] for a split stage 2."""
+  from cat_jax.train import step as step_lib
+  return ["disc", "gen"] if step_lib.split_applies(trainer, stage) else ["step"]
+
+
+def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int, program: str = "step") -> Report:
+  """Lower and compile one program of the sharded train step (see `programs`) for this global
+  batch; memory is per chip."""
+  import jax
   from cat_jax.train import parallel
   parallel.check_batch_divides(batch, mesh)
   state = parallel.sharded_abstract_state(trainer, mesh)
-  step = parallel.make_sharded_train_step(trainer, mesh, stage=stage)
-  t0 = time.perf_counter()
+  step = parallel.make_sharded_train_step(trainer, mesh, stage=stage, split=program != "step")
+  if program not in ("step", "disc", "gen"):
+    raise ValueError(f"program={program!r}; expected 'step', 'disc' or 'gen'")
   with parallel.mesh_context(mesh):
-    compiled = step.lower(state, abstract_batch(cfg, trainer, mesh, batch)).compile()
+    inputs = (state, abstract_batch(cfg, trainer, mesh, batch))
+    fn = step if program == "step" else getattr(step, program)
+    if program == "gen":  # its third input: the disc program's metrics (replicated scalars)
+      inputs = (*inputs, jax.eval_shape(step.disc, *inputs)[1])
+    t0 = time.perf_counter()
+    compiled = fn.lower(*inputs).compile()
   secs = time.perf_counter() - t0
   m = compiled.memory_analysis()
   cost = compiled.cost_analysis()
@@ -173,27 +191,38 @@ def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int) -> Report:
   args, out, temp = m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes
   alias = getattr(m, "alias_size_in_bytes", 0)
   total = args + out - alias + temp + getattr(m, "generated_code_size_in_bytes", 0)
+  # the analytic count (the step's Transformers, forward + backward) goes with the gen program
+  mflops = model_flops(cfg, trainer.model_config, batch) if program != "disc" else float("nan")
   return Report(batch, total <= hbm, secs, args * gb, out * gb, temp * gb, alias * gb, total * gb,
-                float((cost or {}).get("flops", float("nan"))),
-                model_flops=model_flops(cfg, trainer.model_config, batch))
+                float((cost or {}).get("flops", float("nan"))), model_flops=mflops, program=program)
 
 
-def try_compile(cfg, trainer, mesh, batch, stage, hbm) -> Report:
+def try_compile(cfg, trainer, mesh, batch, stage, hbm, program: str = "step") -> Report:
   """compile_step, with an out-of-memory compile error counted as 'does not fit' (with XLA's
   stated usage where its message gives one)."""
   t0 = time.perf_counter()
   try:
-    return compile_step(cfg, trainer, mesh, batch, stage, hbm)
+    return compile_step(cfg, trainer, mesh, batch, stage, hbm, program=program)
   except Exception as e:  # XLA raises RESOURCE_EXHAUSTED when buffers exceed HBM
     msg = str(e)
     if "RESOURCE_EXHAUSTED" not in msg and "out of memory" not in msg.lower():
       raise
     line = msg.strip().splitlines()[0][:300]
-    print(f"  batch {batch}: compile failed for memory: {line}")
+    print(f"  batch {batch}{'' if program == 'step' else f' ({program} program)'}: compile failed for memory: {line}")
     nan, gb = float("nan"), 1 / (1 << 30)
     used = parse_oom(msg) or {}
     return Report(batch, False, time.perf_counter() - t0, used.get("arguments", nan) * gb, nan, nan, nan,
-                  used.get("used", nan) * gb, nan, note=line)
+                  used.get("used", nan) * gb, nan, note=line, program=program)
+
+
+def combine(reports: list[Report]) -> Report:
+  """One step's programs -> the Report the batch search goes by: fits when all fit, the usage of
+  the largest (an unknown usage counts as the largest)."""
+  if len(reports) == 1:
+    return reports[0]
+  worst = max(reports, key=lambda r: r.total_gb if math.isfinite(r.total_gb) else math.inf)
+  return dataclasses.replace(worst, fits=all(r.fits for r in reports),
+                             compile_s=sum(r.compile_s for r in reports), program="+".join(r.program for r in reports))
 
 
 def _round(b: float, unit: int) -> int:
@@ -248,7 +277,8 @@ def search(try_batch, first: Report, unit: int, max_batch: int, hbm_gb: float) -
 
 def print_report(r: Report, hbm: int, peak: float, chips: int):
   gb = hbm / (1 << 30)
-  print(f"batch {r.batch}: {'fits' if r.fits else 'DOES NOT FIT'} | per-chip HBM: args {r.args_gb:.2f} GiB, "
+  name = "" if r.program == "step" else f" [{r.program} program]"
+  print(f"batch {r.batch}{name}: {'fits' if r.fits else 'DOES NOT FIT'} | per-chip HBM: args {r.args_gb:.2f} GiB, "
         f"outputs {r.out_gb:.2f} (aliased {r.alias_gb:.2f}), temps {r.temp_gb:.2f}, total {r.total_gb:.2f} "
         f"of {gb:.0f} GiB | compile {r.compile_s:.1f} s")
   if math.isfinite(r.model_flops):
@@ -290,19 +320,28 @@ def main(argv, flags):
   print(f"topology {topo}: {len(devices)} x {devices[0].device_kind}; mesh {dict(mesh.shape)}; "
         f"params codec {state_lib.num_params(abstract.codec) / 1e9:.3f} B, lm {state_lib.num_params(abstract.lm) / 1e9:.3f} B, "
         f"disc {state_lib.num_params(abstract.disc) / 1e9:.3f} B; remat={cfg.remat}, "
+        f"stage2_programs={cfg.stage2_programs}, "
         f"compute {cfg.compute_dtype}, segment {cfg.segment_seconds} s, stage {shown}")
   hbm = spec["hbm"]
   for stage, batch in jobs:
     meta = {"topology": topo, "chips": len(devices), "mesh": dict(mesh.shape), "stage": stage,
             "segment_seconds": cfg.segment_seconds, "remat": cfg.remat, "compute_dtype": cfg.compute_dtype,
+            "stage2_programs": cfg.stage2_programs,
             "hbm_gib": hbm / (1 << 30)}
 
     def attempt(batch: int, stage=stage, meta=meta) -> Report:
-      r = try_compile(cfg, trainer, mesh, batch, stage, hbm)
-      print_report(r, hbm, spec["peak_bf16"], len(devices))
-      if flags.out.value:
-        with open(flags.out.value, "a") as f:
-          f.write(json.dumps({**meta, **dataclasses.asdict(r)}) + "\n")
+      reports = []
+      for program in programs(trainer, stage):
+        r = try_compile(cfg, trainer, mesh, batch, stage, hbm, program=program)
+        print_report(r, hbm, spec["peak_bf16"], len(devices))
+        if flags.out.value:
+          with open(flags.out.value, "a") as f:
+            f.write(json.dumps({**meta, **dataclasses.asdict(r)}) + "\n")
+        reports.append(r)
+      r = combine(reports)
+      if len(reports) > 1:
+        print(f"batch {batch}: the step ({r.program}) {'fits' if r.fits else 'DOES NOT FIT'}: the larger program "
+              f"takes {r.total_gb:.2f} GiB per chip; compile {r.compile_s:.1f} s in all")
       return r
 
     r = attempt(batch)

@@ -50,6 +50,13 @@ class CodebookQuantizer(nnx.Module):
     if self.projected:
       self.in_proj = WNConv1x1(spec.rvq_dim, spec.codebook_dim, ("rvq", "code"), key=k1)
       self.out_proj = WNConv1x1(spec.codebook_dim, spec.rvq_dim, ("code", "rvq"), key=k2)
+      # out_proj starts as the pseudo-inverse of in_proj, so a quantizer's output approximates the
+      # part of its residual it coded and the next quantizer sees what is left. Independent random
+      # projections make the output uncorrelated with the residual: every later quantizer then
+      # re-codes nearly the same residual and the extra codebooks add nothing (measured).
+      w = jnp.linalg.pinv(self.in_proj.weight())  # (codebook_dim, rvq_dim)
+      self.out_proj.v[...] = w
+      self.out_proj.g[...] = jnp.linalg.norm(w, axis=0)
     self.codebook = param(k3, normal(1.0), (spec.codebook_size, spec.codebook_dim),
                           ("codebook", "code"))
 

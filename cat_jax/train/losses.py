@@ -79,6 +79,13 @@ def stft_loss(x: jax.Array, y: jax.Array, lengths: jax.Array, *, windows: Sequen
   return total
 
 
+def waveform_loss(x: jax.Array, y: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Time-domain L1 (EnCodec's l_t): mean |x - y| over valid samples of (B, T, C) audio. Unlike the
+  magnitude losses it sees phase, so it also penalises clicks at the decoder's patch boundaries."""
+  m = sample_mask(lengths, x.shape[1])[..., None]
+  return jnp.sum(jnp.abs(x - y) * m) / jnp.maximum(m.sum() * x.shape[-1], 1.0)
+
+
 def lsgan_discriminator_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]) -> jax.Array:
   """Sum over discriminators of mean((D(x) - 1)^2) + mean(D(G(z))^2)."""
   return sum(jnp.mean(jnp.square(r.astype(jnp.float32) - 1.0)) + jnp.mean(jnp.square(f.astype(jnp.float32)))

@@ -84,21 +84,39 @@ def _sharded_step(trainer, mesh, stage, rules, state, batch):
   return step_lib.train_step(trainer, state, batch, stage=stage)
 
 
+def _sharded_disc_step(trainer, mesh, rules, state, batch):
+  return step_lib.disc_step(trainer, state, _constrain_batch(batch, mesh, rules))
+
+
+def _sharded_gen_step(trainer, mesh, rules, state, batch, disc_metrics):
+  batch = _constrain_batch(batch, mesh, rules)
+  return step_lib.train_step(trainer, state, batch, stage=2, disc_metrics=disc_metrics)
+
+
 def make_sharded_train_step(trainer: state_lib.Trainer, mesh: Mesh, stage: int | None = None, *,
                             donate: bool = True, batch_ndim: Mapping[str, int] = BATCH_NDIM,
-                            rules=sh.DEFAULT_RULES):
+                            rules=sh.DEFAULT_RULES, split: bool | None = None):
   """jax.jit(train_step) with explicit in/out shardings: (state, batch) -> (state, metrics).
 
   The state keeps its shardings across steps (donated: no second copy in HBM), the batch is
   split over ('data', 'fsdp'), metrics come back replicated. Call it (or `.lower` it) inside
   `mesh_context(mesh)`. Batches must hold exactly the keys of `batch_ndim`.
+  An adversarial stage=2 with `split` (None: config stage2_programs == 2) is a step_lib.SplitStep
+  of two such programs, `.disc` (state, batch) and `.gen` (state, batch, disc metrics).
   """
   state_sh = state_shardings(trainer, mesh, rules)
   batch_sh = batch_shardings(mesh, batch_ndim, rules)
   rep = NamedSharding(mesh, P())
+  donate_argnums = (0,) if donate else ()
+  if step_lib.split_applies(trainer, stage, split):
+    disc = jax.jit(functools.partial(_sharded_disc_step, trainer, mesh, rules), in_shardings=(state_sh, batch_sh),
+                   out_shardings=(state_sh, rep), donate_argnums=donate_argnums)
+    gen = jax.jit(functools.partial(_sharded_gen_step, trainer, mesh, rules), in_shardings=(state_sh, batch_sh, rep),
+                  out_shardings=(state_sh, rep), donate_argnums=donate_argnums)
+    return step_lib.SplitStep(disc, gen)
   fn = functools.partial(_sharded_step, trainer, mesh, stage, rules)
   return jax.jit(fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
-                 donate_argnums=(0,) if donate else ())
+                 donate_argnums=donate_argnums)
 
 
 # ---- multi-process -------------------------------------------------------------------------

@@ -2,9 +2,15 @@
 discriminators, stage 2 adversarial (one discriminator update, then one generator update).
 
 Generator loss L = w_sem L_sem + w_rec L_mel + w_commit L_commit + w_codebook L_codebook
-+ w_adv L_adv + w_feat L_feat (+ w_stft L_stft). The codec forward runs once under jax.vjp:
-the discriminator trains on its (stopped) output, then the loss gradient w.r.t. the outputs
-is pulled back through the codec. Every array keeps its leading batch axis; no host callbacks.
++ w_adv L_adv + w_feat L_feat (+ w_stft L_stft). The codec forward runs under jax.vjp, the
+loss gradient w.r.t. its outputs is pulled back through the codec. Every array keeps its leading
+batch axis; no host callbacks.
+
+Stage 2 runs as one program (the discriminators train on the stopped output of that same
+forward) or, with stage2_programs=2 (the default), as a `SplitStep` of two: `disc_step` (a plain
+codec forward, then the discriminator update) and the generator update through the updated
+discriminators. Both draw the iteration's key from the same state.rng: same dropout, same
+restart key, same result (to float rounding), at the cost of one more codec forward.
 """
 from __future__ import annotations
 
@@ -75,17 +81,48 @@ def discriminator_update(trainer: Trainer, disc, disc_opt, x: jax.Array, y: jax.
   return new_disc, new_opt, {"disc_loss": d_loss, "grad_norm/disc": optax.tree.norm(d_grads)}, ok
 
 
-def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: dict, rng: jax.Array):
-  cfg = trainer.config
-  w = cfg.loss
+def _inputs(trainer: Trainer, batch: dict, rng: jax.Array):
+  """The masked audio x (B, T, C), lengths, the sample mask (B, T, 1) and quantizer dropout's
+  `active` (None without dropout), drawn from `rng` (the same in every program of one step)."""
   audio = batch["audio"].astype(jnp.float32)
   lengths = batch["lengths"].astype(jnp.int32)
   b, t, _ = audio.shape
   smask = losses.sample_mask(lengths, t)[..., None]
-  x = audio * smask
+  p = trainer.config.quantizer_dropout
+  active = quantizer_dropout(rng, b, trainer.model_config.num_quantizers, p) if p > 0 else None
+  return audio * smask, lengths, smask, active
+
+
+def _step_rng(state: TrainState, rng: jax.Array | None):
+  """(the key of this iteration, the state's key for the next one): state.rng split once."""
+  next_rng, own = jax.random.split(state.rng)
+  return (own if rng is None else rng), next_rng
+
+
+def disc_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array | None = None):
+  """Program 1 of a split stage-2 iteration: the codec forward alone (no vjp, nothing traced for a
+  codec gradient) with the iteration's quantizer dropout, then `discriminator_update` on its
+  stopped output. Returns (state with new disc and disc_opt, disc metrics); everything else,
+  state.rng included, is left to the generator program (train_step with disc_metrics), which
+  draws the same key from the same state.rng."""
+  rng, _ = _step_rng(state, rng)
+  x, lengths, smask, active = _inputs(trainer, batch, rng)
+  y = nnx.merge(trainer.codec_def, state.codec)(x, lengths, active, dtype=trainer.dtype).audio
+  disc, disc_opt, mets, ok = discriminator_update(trainer, state.disc, state.disc_opt,
+                                                  x, y.astype(jnp.float32) * smask)
+  mets["disc_skipped"] = (~ok).astype(jnp.int32)
+  return state.replace(disc=disc, disc_opt=disc_opt), mets
+
+
+def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: dict, rng: jax.Array,
+                disc_metrics: dict | None = None):
+  """One stage-1 or stage-2 iteration. `disc_metrics` (stage 2 only): `disc_step` has already
+  updated state.disc/disc_opt this iteration (its metrics come in here); None: update them here."""
+  cfg = trainer.config
+  w = cfg.loss
+  x, lengths, smask, active = _inputs(trainer, batch, rng)
+  b = x.shape[0]
   n_q = trainer.model_config.num_quantizers
-  p = cfg.quantizer_dropout
-  active = quantizer_dropout(rng, b, n_q, p) if p > 0 else None
 
   def codec_fwd(codec):
     out = nnx.merge(trainer.codec_def, codec)(x, lengths, active, dtype=trainer.dtype)
@@ -100,12 +137,19 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   # ---- discriminator update (stage 2 only) -----------------------------------------------
   disc, disc_opt = state.disc, state.disc_opt
   d_skip = jnp.zeros((), jnp.int32)
-  if adversarial:
+  if adversarial and disc_metrics is not None:  # done by disc_step (program 1)
+    d_mets = dict(disc_metrics)
+    d_skip = d_mets.pop("disc_skipped")
+    mets.update(d_mets)
+  elif adversarial:
     disc, disc_opt, d_mets, d_ok = discriminator_update(trainer, state.disc, state.disc_opt, x, outs[0] * smask)
     d_skip = (~d_ok).astype(jnp.int32)
     mets.update(d_mets)
   else:
     mets.update({"disc_loss": jnp.zeros(()), "grad_norm/disc": jnp.zeros(())})
+  # The real audio's features are constants of the generator loss: computed outside the
+  # differentiated function, so no tangent or cotangent is ever traced through them.
+  real_feats = jax.lax.stop_gradient(_disc(trainer, disc, x)[1]) if adversarial else None
 
   # ---- generator loss on the codec outputs ------------------------------------------------
   def g_loss_fn(outs, lm):
@@ -122,9 +166,11 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
     if w.stft:
       parts["stft"] = losses.stft_loss(x, y, lengths)
       total = total + w.stft * parts["stft"]
+    if w.wave:
+      parts["wave"] = losses.waveform_loss(x, y, lengths)
+      total = total + w.wave * parts["wave"]
     if adversarial:
       fake, fake_feats = _disc(trainer, disc, y)
-      _, real_feats = _disc(trainer, disc, x)
       parts["adv"] = losses.lsgan_generator_loss(fake)
       parts["feat"] = losses.feature_matching_loss(real_feats, fake_feats)
       total = total + w.adv * parts["adv"] + w.feat * parts["feat"]
@@ -182,29 +228,64 @@ def _restart_codes(cfg, state: TrainState, codec, counts, weights, latents, ok, 
 
 
 def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array | None = None, *,
-               stage: int | None = None):
+               stage: int | None = None, disc_metrics: dict | None = None):
   """One iteration -> (new state, metrics). `stage` None picks by state.step (< stage1_steps: 1)
   with lax.cond; 1 or 2 forces a stage statically (smaller programs). Stage 2 without any
-  adversarial weight is the same as stage 1. rng defaults to state.rng (advanced every step)."""
-  next_rng, own = jax.random.split(state.rng)
-  rng = own if rng is None else rng
+  adversarial weight is the same as stage 1. rng defaults to state.rng (advanced every step).
+  `disc_metrics` (stage 2): the discriminators were already updated by `disc_step` on this
+  state and rng; this is then program 2 of the split step (the generator update)."""
+  rng, next_rng = _step_rng(state, rng)
   state = state.replace(rng=next_rng)
   w = trainer.config.loss
   has_adv = bool(w.adv or w.feat)
   stage1 = trainer.config.schedule.stage1_steps
   if stage is None and (stage1 <= 0 or not has_adv):
     stage = 2 if stage1 <= 0 else 1
+  if disc_metrics is not None and not (stage == 2 and has_adv):
+    raise ValueError("disc_metrics (a split step's generator program) needs stage=2 with adversarial losses")
   if stage is not None:
-    return _stage_step(trainer, stage == 2 and has_adv, state, batch, rng)
+    return _stage_step(trainer, stage == 2 and has_adv, state, batch, rng, disc_metrics)
   return jax.lax.cond(state.step < stage1, functools.partial(_stage_step, trainer, False),
                       functools.partial(_stage_step, trainer, True), state, batch, rng)
 
 
-def make_train_step(trainer: Trainer, stage: int | None = None, donate: bool = True, compiler_options=None):
+def split_applies(trainer: Trainer, stage: int | None, split: bool | None = None) -> bool:
+  """Whether `stage` runs as two programs: a static adversarial stage 2 with split (None: the
+  config's stage2_programs == 2)."""
+  w = trainer.config.loss
+  if split is None:
+    split = getattr(trainer.config, "stage2_programs", 1) == 2
+  return bool(split) and stage == 2 and bool(w.adv or w.feat)
+
+
+class SplitStep:
+  """A stage-2 iteration as two jitted programs, called like the single step:
+  (state, batch[, rng]) -> (state, metrics). `disc`: (state, batch[, rng]) -> (state with new
+  disc/disc_opt, disc metrics); `gen`: (state, batch, disc metrics[, rng]) -> (state, metrics).
+  Both draw the iteration's key from the same state.rng (only `gen` advances it), so they see
+  the same quantizer dropout and restart key as the single program."""
+
+  def __init__(self, disc, gen):
+    self.disc, self.gen = disc, gen
+
+  def __call__(self, state, batch, rng=None):
+    extra = () if rng is None else (rng,)
+    state, d_mets = self.disc(state, batch, *extra)
+    return self.gen(state, batch, d_mets, *extra)
+
+
+def make_train_step(trainer: Trainer, stage: int | None = None, donate: bool = True, compiler_options=None,
+                    split: bool | None = None):
   """jax.jit(train_step) with the state donated: (state, batch[, rng]) -> (state, metrics).
-  `compiler_options` go to XLA (tests use a low optimisation level to compile faster)."""
+  `compiler_options` go to XLA (tests use a low optimisation level to compile faster).
+  `split` (None: config stage2_programs == 2) makes an adversarial stage=2 a `SplitStep`."""
+  kw = {"donate_argnums": (0,) if donate else (), "compiler_options": compiler_options}
+  if split_applies(trainer, stage, split):
+    gen = lambda state, batch, d_mets, rng=None: train_step(trainer, state, batch, rng, stage=2,
+                                                             disc_metrics=d_mets)
+    return SplitStep(jax.jit(functools.partial(disc_step, trainer), **kw), jax.jit(gen, **kw))
   fn = functools.partial(train_step, trainer, stage=stage)
-  return jax.jit(fn, donate_argnums=(0,) if donate else (), compiler_options=compiler_options)
+  return jax.jit(fn, **kw)
 
 
 # ---- evaluation -------------------------------------------------------------------------------

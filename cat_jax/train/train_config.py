@@ -89,10 +89,11 @@ class LossConfig:
   adv: float = 1.0
   feat: float = 2.0
   stft: float = 0.0  # not in the authors' loss; DAC's multi-scale STFT distance, logged at eval
+  wave: float = 0.0  # not in the authors' loss; EnCodec's time-domain L1 (losses.waveform_loss)
   mel: MelLossConfig = dataclasses.field(default_factory=MelLossConfig)
 
   def __post_init__(self):
-    for f in ("sem", "rec", "commit", "codebook", "adv", "feat", "stft"):
+    for f in ("sem", "rec", "commit", "codebook", "adv", "feat", "stft", "wave"):
       _check(getattr(self, f) >= 0, f, "a loss weight must be >= 0")
 
 
@@ -273,6 +274,9 @@ class TrainConfig:
   trainable: str = "all"  # 'all' or '+'-joined parts of PARTS; frozen parts get exactly zero update
   remat: bool = False
   compute_dtype: str = "float32"  # 'float32' or 'bfloat16' (params stay float32)
+  # Stage 2 (adversarial) as 2 jitted programs (discriminator update, then generator update:
+  # smaller programs, one extra codec forward) or as 1 (both in one program). Same results.
+  stage2_programs: int = 2
   checkpoint_every: int = 1000
   keep_checkpoints: int = 3
   eval_every: int = 0  # 0: no periodic evaluation
@@ -292,6 +296,7 @@ class TrainConfig:
            f"c.schedule.stage1_batch_size = c.get_ref('batch_size'))")
     _check(0 <= self.quantizer_dropout <= 1, "quantizer_dropout", "must be in [0, 1]")
     _check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"expected one of {COMPUTE_DTYPES}")
+    _check(self.stage2_programs in (1, 2), "stage2_programs", "must be 1 or 2")
     try:
       parts = parse_trainable(self.trainable)
     except ConfigError as e:

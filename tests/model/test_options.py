@@ -98,3 +98,21 @@ def test_codes_and_audio_errors(tiny_model):
     m.encode(np.zeros((1, 1, 100), np.float32), num_quantizers=0)
   with pytest.raises(AudioError, match="padding_mask"):
     m.encode(np.zeros((1, 1, 100), np.float32), padding_mask=np.ones((1, 50)))
+
+
+def test_fresh_quantizers_code_what_is_left_of_the_residual():
+  """At init each projected quantizer's output approximates the part of its residual it coded
+  (out_proj = pinv(in_proj)), so the residual shrinks quantizer by quantizer. With independent random
+  projections it grew instead and the later codebooks re-coded the same thing."""
+  from cat_jax.config import QuantizerSpec
+  from cat_jax.model.quantizer import ResidualQuantizer
+  rq = ResidualQuantizer(QuantizerSpec("rlfq", 64, 64, 64, 4, 1024, 8), key=jax.random.key(0))
+  z = jax.random.normal(jax.random.key(1), (2, 50, 64))
+  graphdef, state = rq._stack(4)
+  res, norms = z, [float(jnp.linalg.norm(z))]
+  for i in range(4):
+    q = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+    ze = q.project_in(res)
+    res = res - q.project_out(ze)  # a codebook row equal to z_e: what the codebook loss drives towards
+    norms.append(float(jnp.linalg.norm(res)))
+  assert all(b < a * 0.99 for a, b in zip(norms, norms[1:])), norms

@@ -48,7 +48,6 @@ def _changed(a, b):
   return [bool(np.any(np.asarray(x) != np.asarray(y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
 
 
-@pytest.mark.slow  # CI time: the default suite stays under 15 minutes on 2 cores
 def test_stage1_step_on_stereo(setup):
   trainer, state, s1, _ = setup
   assert trainer.model_config.channels == 2 and trainer.model_config.interleaved
@@ -61,7 +60,6 @@ def test_stage1_step_on_stereo(setup):
     assert all(ch), f"{name}: {ch.count(False)} of {len(ch)} leaves got no update"
 
 
-@pytest.mark.slow  # compiles the adversarial step: minutes on the shared CPU
 def test_stage2_step_on_stereo(setup):
   trainer, state, _, s2 = setup
   new, m = s2(state, _stereo_batch())

@@ -1,0 +1,277 @@
+"""A stream engine for a server: many independent streams in fixed-capacity slots, one program call per step.
+
+  engine = StreamEngine(model, capacity=64, chunk_frames=1)
+  sid = engine.open()                      # takes a free slot (a StreamError when all are taken)
+  engine.push(sid, samples)                # any number of samples, (N,) mono or (C, N); buffered here
+  engine.step()                            # every stream with a whole chunk buffered: encode + decode
+  codes, audio = engine.pull_codes(sid), engine.pull_audio(sid)   # what is ready so far
+  codes, audio = engine.close(sid)         # the partial last frame padded like offline; slot freed
+
+Exactness: a stream's codes equal `model.encode` of everything it was pushed (bit for bit) and its
+audio equals `model.decode` of those codes (to float rounding), whatever the push sizes, the
+moment it joined and the other streams sharing the steps (see cat_jax.streaming).
+
+One compiled program per (model, capacity, chunk size, n_q): the step runs the jitted
+`encoder_step` then `decoder_step` of cat_jax.streaming over all `capacity` slots with fixed
+shapes; slots without a whole chunk sit out through the `active` mask (their caches untouched)
+and a slot taken by a new stream is made fresh through the `reset` mask, so streams joining or
+leaving never recompile. Samples wait on the host (numpy) until a chunk is whole; the device
+holds only the KV ring buffers of the slots (donated, updated in place).
+"""
+from __future__ import annotations
+
+import collections
+import functools
+
+import jax
+import numpy as np
+
+from cat_jax.errors import AudioError, CATError
+from cat_jax.stream_state import init_decoder_state, init_encoder_state
+from cat_jax.streaming import check_chunk_frames, decoder_step, encoder_step
+from cat_jax.validation import check_num_quantizers
+
+
+class StreamError(CATError):
+  """A stream engine was asked for something it cannot do (no free slot, an unknown or ended stream)."""
+
+
+# Times each engine program was traced, keyed (id(graphdef), capacity, chunk frames, n_q, dtype):
+# tracing happens only when jit compiles a new program, so this counts programs.
+TRACES: collections.Counter = collections.Counter()
+
+
+def engine_step(graphdef, params, enc, dec, audio, valid, active, reset, *, n_q, dtype):
+  """One step of all slots: encodes `audio` (B, K*dr, C) and decodes the codes it gives.
+  valid (B,): frames inside the stream (the rest are offline padding, masked in the quantizer);
+  active (B,) bool: slots that take part; reset (B,) bool: slots made fresh first.
+  Returns (enc, dec, codes (n_q, B, K), audio (B, K*dr, C))."""
+  TRACES[(id(graphdef), audio.shape[0], audio.shape[1], n_q, dtype)] += 1
+  enc, codes, _ = encoder_step(graphdef, params, enc, audio, valid, active, reset, n_q=n_q, dtype=dtype)
+  dec, out = decoder_step(graphdef, params, dec, codes, active, reset, dtype=dtype)
+  return enc, dec, codes, out
+
+
+_PROGRAMS: dict[int, tuple] = {}
+
+
+def program_for(graphdef):
+  """`engine_step` jitted with `graphdef` bound (shared by every engine of that graphdef; compiled once
+  per shape; both states donated)."""
+  hit = _PROGRAMS.get(id(graphdef))
+  if hit is None or hit[0] is not graphdef:
+    hit = (graphdef, jax.jit(functools.partial(engine_step, graphdef), static_argnames=("n_q", "dtype"),
+                             donate_argnames=("enc", "dec")))
+    _PROGRAMS[id(graphdef)] = hit
+  return hit[1]
+
+
+class _Stream:
+  """Host side of one stream: its samples waiting for a whole chunk, and outputs not yet pulled."""
+
+  def __init__(self, sid: int, slot: int, channels: int):
+    self.id, self.slot, self.channels = sid, slot, channels
+    self.pending: collections.deque = collections.deque()  # (n, C) float32 pieces
+    self.buffered = 0  # samples in `pending`
+    self.pushed = 0  # samples pushed in all
+    self.ended = False  # no more pushes; drain then free the slot
+    self.drained = False  # every sample coded, slot freed
+    self.codes: list = []  # (n_q, f) int32 pieces ready to pull
+    self.audio: list = []  # (C, n) float32 pieces ready to pull
+    self.frames = 0  # code frames produced in all
+
+  def take(self, n: int) -> np.ndarray:
+    """The first n buffered samples (n, C), removed from the buffer (n <= buffered)."""
+    parts, got = [], 0
+    while got < n:
+      piece = self.pending.popleft()
+      need = n - got
+      if piece.shape[0] > need:
+        self.pending.appendleft(piece[need:])
+        piece = piece[:need]
+      parts.append(piece)
+      got += piece.shape[0]
+    self.buffered -= n
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, 0)
+
+
+class StreamEngine:
+  """Serves up to `capacity` concurrent streams of `model` (a cat_jax.CAT), `chunk_frames` token
+  frames (chunk_frames * downsample_rate samples) per stream and step, `n_q` codebooks (None: all).
+
+  Stream ids are never reused (a slot is); outputs are (n_q, frames) int32 codes and (C, samples)
+  float32 audio, as `model.encode(...).audio_codes[:, b]` and `model.decode(...).audio[b]`."""
+
+  def __init__(self, model, capacity: int, chunk_frames: int = 1, n_q: int | None = None):
+    if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
+      raise StreamError(f"capacity must be a positive integer, got {capacity!r}")
+    cfg = model.config
+    self.model, self.config = model, cfg
+    self.capacity, self.k = int(capacity), check_chunk_frames(chunk_frames)
+    self.n_q = check_num_quantizers(n_q, cfg.num_quantizers)
+    self.dr, self.channels = cfg.downsample_rate, cfg.channels
+    self.chunk_samples = self.k * self.dr
+    self._program = program_for(model.graphdef)
+    self._enc = init_encoder_state(cfg, self.capacity)
+    self._dec = init_decoder_state(cfg, self.capacity)
+    self._slots: list[_Stream | None] = [None] * self.capacity
+    self._reset = np.zeros((self.capacity,), bool)  # slots to make fresh at their next step
+    self._streams: dict[int, _Stream] = {}
+    self._next_id = 0
+    self.steps = 0  # program calls so far
+
+  # ---- bookkeeping ------------------------------------------------------------
+  @property
+  def trace_key(self):
+    """The key of this engine's program in TRACES."""
+    return (id(self.model.graphdef), self.capacity, self.chunk_samples, self.n_q, self.model.dtype)
+
+  @property
+  def free_slots(self) -> int:
+    return sum(s is None for s in self._slots)
+
+  @property
+  def streams(self) -> list[int]:
+    """Ids of the streams not yet closed (including ended ones still draining or holding outputs)."""
+    return list(self._streams)
+
+  def buffered(self, sid: int) -> int:
+    """Samples of stream `sid` waiting on the host for a whole chunk (or for the last step)."""
+    return self._get(sid, "query").buffered
+
+  def ready(self) -> int:
+    """Slots that the next step() would run (a whole chunk buffered, or an ended stream's remainder)."""
+    return sum(self._runs(s) for s in self._slots if s is not None)
+
+  def _runs(self, s: _Stream) -> bool:
+    return s.buffered >= self.chunk_samples or (s.ended and s.buffered > 0)
+
+  def _get(self, sid, what: str) -> _Stream:
+    s = self._streams.get(sid) if isinstance(sid, (int, np.integer)) and not isinstance(sid, bool) else None
+    if s is None:
+      state = "was closed" if isinstance(sid, (int, np.integer)) and 0 <= sid < self._next_id else "is unknown"
+      raise StreamError(f"cannot {what} stream {sid!r}: it {state} (open streams: {sorted(self._streams)})")
+    return s
+
+  # ---- the API ----------------------------------------------------------------
+  def open(self) -> int:
+    """Starts a stream in a free slot (made fresh at its first step) and returns its id."""
+    try:
+      slot = self._slots.index(None)
+    except ValueError:
+      raise StreamError(f"stream engine is full: all {self.capacity} slots hold streams; close one "
+                        "or build the engine with a larger capacity") from None
+    s = _Stream(self._next_id, slot, self.channels)
+    self._next_id += 1
+    self._slots[slot] = s
+    self._reset[slot] = True
+    self._streams[s.id] = s
+    return s.id
+
+  def push(self, sid: int, samples) -> None:
+    """Appends samples to stream `sid`: (N,) for a mono model or (C, N) with the model's C channels,
+    N >= 0. They are coded by the steps that follow, a whole chunk at a time."""
+    s = self._get(sid, "push to")
+    if s.ended:
+      raise StreamError(f"cannot push to stream {sid}: it was ended (end() or close())")
+    try:
+      x = np.asarray(samples, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+      raise AudioError(f"samples must be a float array, got {type(samples).__name__}: {e}") from None
+    c = self.channels
+    if x.ndim == 1 and c == 1:
+      x = x[None]
+    if x.ndim != 2:
+      want = "(N,) or (1, N)" if c == 1 else f"({c}, N)"
+      raise AudioError(f"samples must be {want} for this {c}-channel model, got shape {x.shape}")
+    if x.shape[0] != c:
+      raise AudioError(f"samples have {x.shape[0]} channel(s) (shape {x.shape}) but the model takes {c}; "
+                       f"pass ({c}, N)")
+    if not np.isfinite(x).all():
+      raise AudioError("samples contain NaN or Inf")
+    n = x.shape[1]
+    if n:
+      s.pending.append(np.ascontiguousarray(x.T))
+      s.buffered += n
+      s.pushed += n
+
+  def step(self) -> int:
+    """One program call for all slots: each stream with a whole chunk buffered codes it (encode,
+    then decode of its codes), an ended stream its zero-padded remainder (then its slot is freed).
+    Returns the number of streams served (0: nothing to do, no call made)."""
+    b, k, dr = self.capacity, self.k, self.dr
+    run = [s is not None and self._runs(s) for s in self._slots]
+    if not any(run):
+      return 0
+    audio = np.zeros((b, self.chunk_samples, self.channels), np.float32)
+    valid = np.zeros((b,), np.int32)
+    emit = np.zeros((b,), np.int64)
+    for i, s in enumerate(self._slots):
+      if not run[i]:
+        continue
+      n = min(s.buffered, self.chunk_samples)
+      audio[i, :n] = s.take(n)
+      valid[i] = n // dr  # frames wholly inside the stream; a partial last frame is offline padding
+      # v1 codes a partial last frame (its quantizer input masked); v2 yields no frame for it
+      emit[i] = n // dr if self.config.v2 else -(-n // dr)
+    active = np.asarray(run, bool)
+    reset = self._reset.copy()
+    self._reset[:] = False
+    self._enc, self._dec, codes, out = self._program(self.model.params, self._enc, self._dec, audio, valid, active,
+                                                     reset, n_q=self.n_q, dtype=self.model.dtype)
+    codes, out = np.asarray(codes), np.asarray(out)
+    self.steps += 1
+    for i, s in enumerate(self._slots):
+      if not run[i]:
+        continue
+      f = int(emit[i])
+      if f:
+        s.codes.append(codes[:, i, :f])
+        s.audio.append(out[i, :f * dr].T)
+        s.frames += f
+      if s.ended and s.buffered == 0:
+        self._free(s)
+    return int(active.sum())
+
+  def pull_codes(self, sid: int) -> np.ndarray:
+    """Codes of stream `sid` ready since the last pull: (n_q, frames) int32 (frames may be 0)."""
+    s = self._get(sid, "pull from")
+    out = np.concatenate(s.codes, -1) if s.codes else np.zeros((self.n_q, 0), np.int32)
+    s.codes = []
+    return out
+
+  def pull_audio(self, sid: int) -> np.ndarray:
+    """Decoded audio of stream `sid` ready since the last pull: (C, samples) float32."""
+    s = self._get(sid, "pull from")
+    out = np.concatenate(s.audio, -1) if s.audio else np.zeros((self.channels, 0), np.float32)
+    s.audio = []
+    return out
+
+  def end(self, sid: int) -> None:
+    """Marks stream `sid` complete without waiting: later steps code what it still holds (the last
+    partial frame padded like offline) and then free its slot; its outputs stay until close()."""
+    s = self._get(sid, "end")
+    s.ended = True
+    if s.buffered == 0 and not s.drained:
+      self._free(s)
+
+  def done(self, sid: int) -> bool:
+    """Whether an ended stream has coded all its samples (its slot is free)."""
+    return self._get(sid, "query").drained
+
+  def close(self, sid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ends stream `sid`, runs steps until it has coded everything it was given (other streams are
+    served by those steps too), frees its slot and forgets it. Returns its codes and audio not yet
+    pulled: (n_q, frames) int32, (C, samples) float32."""
+    s = self._get(sid, "close")
+    self.end(sid)
+    while not s.drained:
+      self.step()
+    codes, audio = self.pull_codes(sid), self.pull_audio(sid)
+    del self._streams[sid]
+    return codes, audio
+
+  def _free(self, s: _Stream) -> None:
+    s.drained = True
+    self._slots[s.slot] = None
+    self._reset[s.slot] = False  # the next stream in the slot sets it again
