@@ -19,3 +19,7 @@ class CodesError(CATError):
 
 class CheckpointError(CATError):
     """A checkpoint directory is missing, incomplete, corrupt, or does not match the config."""
+
+
+class StreamError(CATError):
+    """A stream engine was asked for something it cannot do (no free slot, an unknown or ended stream)."""

@@ -26,14 +26,10 @@ import functools
 import jax
 import numpy as np
 
-from cat_jax.errors import AudioError, CATError
+from cat_jax.errors import AudioError, StreamError
 from cat_jax.stream_state import init_decoder_state, init_encoder_state
 from cat_jax.streaming import check_chunk_frames, decoder_step, encoder_step
 from cat_jax.validation import check_num_quantizers
-
-
-class StreamError(CATError):
-  """A stream engine was asked for something it cannot do (no free slot, an unknown or ended stream)."""
 
 
 # Times each engine program was traced, keyed (id(graphdef), capacity, chunk frames, n_q, dtype):

@@ -54,6 +54,7 @@ def _corrupt(step_dir: pathlib.Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # CI time (the default suite stays under 15 minutes); tests/test_checkpoint.py covers the skip
 def test_corrupt_newest_checkpoint_is_moved_aside_and_the_run_finishes(clips, tmp_path, capsys):
   from cat_jax.cli import main
   from cat_jax.train import loop
