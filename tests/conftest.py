@@ -32,10 +32,23 @@ def golden_dir():
   return GOLDEN_TINY
 
 
+def _cases(folder) -> dict:
+  """A golden folder's cases.npz as a dict of arrays."""
+  with np.load(folder / "cases.npz") as z:
+    return {k: z[k] for k in z.files}
+
+
+def corrupt_checkpoint(step_dir) -> None:
+  """Truncates every array file of a training checkpoint step, as a crash mid-copy or a bad disk would."""
+  for root, _, files in os.walk(step_dir / "state"):
+    for f in files:
+      if not f.endswith((".json", "_METADATA")) and "manifest" not in f:
+        open(os.path.join(root, f), "wb").close()
+
+
 @pytest.fixture(scope="session")
 def golden():
-  with np.load(GOLDEN_TINY / "cases.npz") as z:
-    return {k: z[k] for k in z.files}
+  return _cases(GOLDEN_TINY)
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +60,7 @@ def tiny_model():
 @pytest.fixture(scope="session")
 def g2():
   """golden/v2-tiny: vectors of the v2 reference (48 kHz stereo, channel interleave)."""
-  with np.load(GOLDEN_V2 / "cases.npz") as z:
-    return {k: z[k] for k in z.files}
+  return _cases(GOLDEN_V2)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 
 from cat_jax.errors import CheckpointError
 from cat_jax.train.checkpoints import TrainCheckpointer
+from tests.conftest import corrupt_checkpoint
 
 
 def _state(v):
@@ -24,11 +25,7 @@ def test_corrupt_newest_checkpoint_is_skipped(tmp_path, capsys):
   for s in (1, 2):
     ck.save(s, _state(s), {"step": s}, {"pos": s * 10}, wait=True)
   ck.close()
-  # Truncate every array file of step 2, as a crash mid-copy would.
-  for root, _, files in os.walk(tmp_path / "checkpoints" / "2" / "state"):
-    for f in files:
-      if not f.endswith((".json", "_METADATA")) and "manifest" not in f:
-        open(os.path.join(root, f), "wb").close()
+  corrupt_checkpoint(tmp_path / "checkpoints" / "2")
   ck = TrainCheckpointer(str(tmp_path), keep=5, best_metric=None)
   step, state, meta, data = ck.restore(_abstract())
   ck.close()
@@ -60,10 +57,7 @@ def test_unreadable_step_is_refused_exactly_or_moved_aside(tmp_path, capsys):
   for s in (1, 2):
     ck.save(s, _state(s), {"step": s}, {"pos": s}, wait=True)
   ck.close()
-  for root, _, files in os.walk(tmp_path / "checkpoints" / "2" / "state"):
-    for f in files:
-      if not f.endswith((".json", "_METADATA")) and "manifest" not in f:
-        open(os.path.join(root, f), "wb").close()
+  corrupt_checkpoint(tmp_path / "checkpoints" / "2")
   ck = TrainCheckpointer(str(tmp_path), keep=5, best_metric=None)
   with pytest.raises(CheckpointError, match="step 2 .* is unreadable"):  # never step 1 instead
     ck.restore(_abstract(), step=2)

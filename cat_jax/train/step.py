@@ -254,7 +254,7 @@ def split_applies(trainer: Trainer, stage: int | None, split: bool | None = None
   config's stage2_programs == 2)."""
   w = trainer.config.loss
   if split is None:
-    split = getattr(trainer.config, "stage2_programs", 1) == 2
+    split = trainer.config.stage2_programs == 2
   return bool(split) and stage == 2 and bool(w.adv or w.feat)
 
 

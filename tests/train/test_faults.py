@@ -17,6 +17,7 @@ from cat_jax.errors import CheckpointError
 from cat_jax.train.export import restore_codec
 from cat_jax.train.logger import cut_back
 from cat_jax.train.workdir_lock import LOCK, WorkdirLock, WorkdirLocked
+from tests.conftest import corrupt_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -45,14 +46,6 @@ def _cfg(clips, **overrides):
   return cfg
 
 
-def _corrupt(step_dir: pathlib.Path) -> None:
-  """Truncates every array file of a checkpoint, as a crash mid-copy or a bad disk would."""
-  for root, _, files in os.walk(step_dir / "state"):
-    for f in files:
-      if not f.endswith((".json", "_METADATA")) and "manifest" not in f:
-        open(os.path.join(root, f), "wb").close()
-
-
 @pytest.mark.integration
 @pytest.mark.slow  # CI time (the default suite stays under 15 minutes); tests/test_checkpoint.py covers the skip
 def test_corrupt_newest_checkpoint_is_moved_aside_and_the_run_finishes(clips, tmp_path, capsys):
@@ -64,7 +57,7 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_the_run_finishes(clips, tm
 
   wd = tmp_path / "run"
   loop.train(_cfg(clips), str(wd), log_every=1)
-  _corrupt(wd / "checkpoints" / "4")
+  corrupt_checkpoint(wd / "checkpoints" / "4")
   capsys.readouterr()
   # export never labels another step's weights: --step 4 is refused, the newest readable is step 2
   assert main(["export", "--checkpoint", str(wd), "--out", str(tmp_path / "e4"), "--step", "4"]) == 2
