@@ -70,10 +70,11 @@ class _Preemption:
 
 
 def make_data(cfg, mc=None, seed_offset: int = 0, batch_size: int | None = None, source: str | None = None,
-              segment_seconds: float | None = None):
+              segment_seconds: float | None = None, augment: bool = True):
   """The training iterator of a recipe or TrainConfig (or, with `source`/`segment_seconds`,
   another one shaped like it); `batch_size` is global (default: the stage-1 batch), `mc` the
-  codec config (default cfg.model). The source spec was checked when the config was parsed."""
+  codec config (default cfg.model); `augment=False` leaves out data.gain_db (evaluation data).
+  The source spec was checked when the config was parsed."""
   from cat_jax.data.pipeline import make_iterator
   cfg = train_config.parse(cfg)
   mc = cfg.model if mc is None else mc
@@ -81,7 +82,8 @@ def make_data(cfg, mc=None, seed_offset: int = 0, batch_size: int | None = None,
   return make_iterator(
       source or d.source, sample_rate=mc.sampling_rate, channels=mc.channels,
       segment_samples=cfg.segment_samples(segment_seconds), batch_size=batch_size or cfg.batch_size,
-      seed=cfg.seed + seed_offset, max_text_len=d.max_text_len, num_workers=d.num_workers, gain_db=d.gain_db,
+      seed=cfg.seed + seed_offset, max_text_len=d.max_text_len, num_workers=d.num_workers,
+      gain_db=d.gain_db if augment else None,
       shard_index=jax.process_index(), shard_count=jax.process_count(), data_dir=d.data_dir)
 
 
@@ -142,7 +144,7 @@ def _train(cfg, workdir, log_every, max_bad_steps, on_log) -> RunResult:
   eval_batch = None
   if cfg.eval_every:  # a fixed batch: of data.eval_source (e.g. unseen voices) or held out of the training data
     held_out = make_data(cfg, seed_offset=10_000, batch_size=cfg.eval_batch_size, source=cfg.data.eval_source,
-                         segment_seconds=cfg.eval_segment_seconds)
+                         segment_seconds=cfg.eval_segment_seconds, augment=False)
     eval_batch = next(held_out)
     held_out.close()
   log = MetricLogger(workdir, cfg.num_steps, start, enabled=jax.process_index() == 0)

@@ -33,11 +33,22 @@ def stft(x: jax.Array, n_fft: int, hop: int, window: np.ndarray | None = None,
   window = hann(n_fft) if window is None else window
   pad = n_fft // 2
   xp = jnp.pad(x.astype(jnp.float32), ((0, 0), (pad, pad)), mode="reflect")
-  f = num_frames(x.shape[-1], hop)
-  idx = np.arange(f)[:, None] * hop + np.arange(n_fft)[None, :]  # (F, n_fft) static gather
-  frames = xp[:, idx] * jnp.asarray(window)
+  frames = _frames(xp, num_frames(x.shape[-1], hop), n_fft, hop) * jnp.asarray(window)
   spec = jnp.fft.rfft(frames, axis=-1)
   return spec * (n_fft ** -0.5) if normalized else spec
+
+
+def _frames(xp: jax.Array, f: int, n_fft: int, hop: int) -> jax.Array:
+  """(N, L) -> (N, f, n_fft), frame j = xp[:, j*hop : j*hop + n_fft]. When hop divides n_fft, as
+  (k = n_fft // hop) shifted slices of hop-sized blocks: no gather, so the gradient is pads and
+  adds rather than a scatter (slow on CPU and TPU)."""
+  k, rem = divmod(n_fft, hop)
+  if rem:
+    idx = np.arange(f)[:, None] * hop + np.arange(n_fft)[None, :]  # (F, n_fft) static gather
+    return xp[:, idx]
+  blocks = f + k - 1  # the last frame ends at (f - 1) * hop + n_fft = blocks * hop <= L
+  xb = xp[:, :blocks * hop].reshape(xp.shape[0], blocks, hop)  # (N, blocks, hop)
+  return jnp.concatenate([xb[:, i:i + f] for i in range(k)], axis=-1)
 
 
 @functools.lru_cache(maxsize=None)

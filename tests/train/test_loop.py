@@ -37,6 +37,19 @@ def _ci_config(corpus, **overrides):
   return cfg
 
 
+def test_evaluation_data_is_not_gain_augmented(monkeypatch):
+  """Training batches get data.gain_db; the held-out evaluation batch (augment=False) does not."""
+  from cat_jax.data import pipeline
+  from cat_jax.train import loop
+  seen = []
+  monkeypatch.setattr(pipeline, "make_iterator", lambda source, **kw: seen.append(kw["gain_db"]))
+  cfg = _ci_config("/nonexistent")
+  cfg.data.gain_db = (-6.0, 6.0)
+  loop.make_data(cfg)
+  loop.make_data(cfg, augment=False)
+  assert seen == [(-6.0, 6.0), None]
+
+
 @pytest.mark.integration
 def test_train_checkpoint_resume_eval_export(corpus, tmp_path, capsys):
   from cat_jax.eval.evaluate import evaluate

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from cat_jax.train import losses
 from cat_jax.train import state as state_lib
 from cat_jax.train import step as step_lib
 
@@ -118,6 +119,19 @@ def test_discriminator_update_reaches_every_disc_param(setup, batch_fn):
   assert bool(ok) and np.isfinite(float(m["disc_loss"])) and float(m["grad_norm/disc"]) > 0
   assert all(_changed(state.disc, disc))  # weight decay 0: a changed leaf had a non-zero gradient
   assert jax.tree.structure(disc_opt) == jax.tree.structure(state.disc_opt)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_discriminator_loss_over_interleaved_real_and_fake_equals_two_passes(setup, batch_fn, channels):
+  """The update scores real and fake rows in one pass; its loss is the two-pass LSGAN loss."""
+  trainer, state, _, _ = setup
+  x = jnp.asarray(np.repeat(batch_fn()["audio"], channels, axis=-1))
+  x = x * jnp.linspace(1.0, 0.5, channels)  # channels differ
+  y = 0.5 * x + 0.01
+  _, _, m, _ = step_lib.discriminator_update(trainer, state.disc, state.disc_opt, x, y)
+  two_pass = losses.lsgan_discriminator_loss(step_lib._disc(trainer, state.disc, x)[0],
+                                            step_lib._disc(trainer, state.disc, y)[0])
+  np.testing.assert_allclose(float(m["disc_loss"]), float(two_pass), rtol=1e-5)
 
 
 def test_nonfinite_step_is_skipped(setup):
