@@ -19,6 +19,7 @@ from torch.nn.utils.parametrizations import weight_norm
 from cat_jax import convert
 from cat_jax.config import CATConfig, PatchSpec, QuantizerSpec, TransformerSpec
 from cat_jax.errors import AudioError, CheckpointError, CodesError
+from cat_jax.validation import check_num_quantizers
 
 ACTIVATIONS = {
     "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "leaky_relu": F.leaky_relu,
@@ -323,12 +324,7 @@ class CATTorch(nn.Module):
     return x.to(self._device)
 
   def _nq(self, n) -> int:
-    limit = self.config.num_quantizers
-    if n is None:
-      return limit
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= limit:
-      raise CodesError(f"num_quantizers must be an integer in 1..{limit}, got {n!r}")
-    return int(n)
+    return check_num_quantizers(n, self.config.num_quantizers)
 
   def _lengths(self, mask, b: int, t: int) -> torch.Tensor:
     if mask is None:

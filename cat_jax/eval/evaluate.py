@@ -19,6 +19,7 @@ from cat_jax.codec import bucket
 from cat_jax.errors import AudioError, CodesError
 from cat_jax.eval import baselines as bl
 from cat_jax.eval.metrics import METRICS, compute_all, display_mel
+from cat_jax.validation import check_num_quantizers
 
 DEFAULT_QUANTIZERS = (1, 2, 4, 8, 16, 32)
 # (row key, header): the paper's columns first, then ours.
@@ -38,10 +39,7 @@ def _check_quantizers(nqs, n_max: int) -> tuple[int, ...]:
   nqs = tuple(nqs)
   if not nqs:
     raise CodesError("num_quantizers_list is empty")
-  for n in nqs:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= n_max:
-      raise CodesError(f"codebook counts must be integers in 1..{n_max} (the model's codebooks), got {n!r}")
-  return tuple(sorted({int(n) for n in nqs}))
+  return tuple(sorted({check_num_quantizers(n, n_max) for n in nqs}))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
