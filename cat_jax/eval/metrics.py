@@ -130,9 +130,12 @@ def _sdr(r: np.ndarray, e: np.ndarray) -> float:
 
 def _stoi(r: np.ndarray, e: np.ndarray) -> float:
   from pystoi import stoi as _pystoi
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # pystoi warns (and returns 1e-5) when too few speech frames
-    return float(_pystoi(r, e, EVAL_SR, extended=False))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    score = float(_pystoi(r, e, EVAL_SR, extended=False))
+  # pystoi warns and returns 1e-5 when too few speech frames remain: no score, not a zero one (a
+  # 0.3 s clip would otherwise pull a mean over clips down as if it were unintelligible)
+  return float("nan") if any("Not enough" in str(w.message) for w in caught) else score
 
 
 def _pesq(r: np.ndarray, e: np.ndarray, mode: str) -> float:
@@ -148,8 +151,8 @@ def _pesq(r: np.ndarray, e: np.ndarray, mode: str) -> float:
 # ---- public metrics: metric(ref, est, sr) -> float -------------------------------
 
 def stoi(ref, est, sr: int) -> float:
-  """STOI (pystoi, not extended) at 16 kHz; 1 for identical speech. As pystoi does, 1e-5 when
-  fewer than 30 speech frames (about 0.4 s) remain after its silence removal."""
+  """STOI (pystoi, not extended) at 16 kHz; 1 for identical speech. NaN where pystoi gives up (its
+  1e-5) because fewer than 30 speech frames (about 0.4 s) remain after its silence removal."""
   return _stoi(*prepare(ref, est, sr, EVAL_SR))
 
 

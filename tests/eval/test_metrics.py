@@ -124,6 +124,13 @@ def test_stoi_identity_and_ordering(speech16k):
   assert bad < 0.6
 
 
+def test_stoi_of_a_clip_too_short_to_score_is_nan(speech16k):
+  """Under 30 speech frames pystoi returns 1e-5; that is no score (NaN, left out of means), not 0."""
+  short = speech16k[:4800]  # 0.3 s
+  assert np.isnan(m.stoi(short, short, 16000))
+  assert np.isfinite(m.stoi(speech16k[:16000], speech16k[:16000], 16000))
+
+
 def test_pesq_identity_noise_and_silence(speech16k):
   x = speech16k
   assert m.pesq_nb(x, x, 16000) > 4.4
