@@ -38,6 +38,31 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
+def matmul_limit(cfg: CATConfig, seconds: float, dtype, budget_s: float = 1.5) -> dict:
+  """The best rate XLA reaches on the codec's own largest matmul: (tokens, d) @ (d, ffn) of the
+  encoder stage with the most weight FLOPs, at this clip's token count; best of repeated runs."""
+  from cat_jax.config import TransformerSpec
+  rate, best = float(cfg.sampling_rate), None
+  for m in cfg.encoder:
+    if isinstance(m, TransformerSpec):
+      tokens = int(round(seconds * rate))
+      work = tokens * m.num_layers * m.d_model * m.ffn_hidden
+      if best is None or work > best[0]:
+        best = (work, tokens, m.d_model, m.ffn_hidden)
+    else:
+      rate /= m.patch_size
+  _, tokens, d, ffn = best
+  a, b = jnp.ones((tokens, d), dtype), jnp.ones((d, ffn), dtype)
+  mm = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+  jax.block_until_ready(mm(a, b))
+  ts, end = [], time.perf_counter() + budget_s
+  while time.perf_counter() < end or len(ts) < 5:
+    t0 = time.perf_counter()
+    jax.block_until_ready(mm(a, b))
+    ts.append(time.perf_counter() - t0)
+  return {"shape": f"({tokens}, {d}) @ ({d}, {ffn})", "gflop_per_s": 2 * tokens * d * ffn / min(ts) / 1e9}
+
+
 def bench(model: CAT, params, seconds: float, repeats: int, dtype, unroll: bool) -> dict:
   cfg = model.config
   t = int(round(seconds * cfg.sampling_rate))
@@ -111,6 +136,11 @@ def main():
     print(f"[{name}] decode: compile {r['decode_compile_s']:.1f} s, {r['decode_s']:.3f} s "
           f"(RTF {r['decode_rtf']:.3f}), {r['decode_gflops']:.0f} GFLOP -> {r['decode_gflop_per_s']:.0f} GFLOP/s; "
           f"{r['decode_cpu_s']:.2f} CPU-s")
+    lim = matmul_limit(cfg, a.seconds, dtype)
+    r["matmul_limit"] = lim
+    both = (r["encode_gflops"] + r["decode_gflops"]) / (r["encode_s"] + r["decode_s"])
+    print(f"[{name}] matmul limit at the codec's shapes {lim['shape']}: {lim['gflop_per_s']:.0f} GFLOP/s; "
+          f"encode+decode at {both:.0f} GFLOP/s = {100 * both / lim['gflop_per_s']:.0f}% of it")
     results[name] = r
     del params
   if a.json:
