@@ -24,6 +24,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cat_jax import CAT, CATConfig  # noqa: E402
 from cat_jax.codec import bucket, decode_fn, encode_fn, on_one_cpu, unrolled  # noqa: E402
+from cat_jax.config import TransformerSpec  # noqa: E402
+from cat_jax.stream_state import stage_rates  # noqa: E402
+from bench_train_step import matmul_peak  # noqa: E402  (bench/ is on sys.path: the script's own folder)
 
 CONFIGS = {
     "released": os.path.join(os.path.dirname(__file__), "..", "tests", "data", "released", "config.json"),
@@ -38,29 +41,14 @@ def _flops(compiled) -> float:
   return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def matmul_limit(cfg: CATConfig, seconds: float, dtype, budget_s: float = 1.5) -> dict:
-  """The best rate XLA reaches on the codec's own largest matmul: (tokens, d) @ (d, ffn) of the
-  encoder stage with the most weight FLOPs, at this clip's token count; best of repeated runs."""
-  from cat_jax.config import TransformerSpec
-  rate, best = float(cfg.sampling_rate), None
-  for m in cfg.encoder:
-    if isinstance(m, TransformerSpec):
-      tokens = int(round(seconds * rate))
-      work = tokens * m.num_layers * m.d_model * m.ffn_hidden
-      if best is None or work > best[0]:
-        best = (work, tokens, m.d_model, m.ffn_hidden)
-    else:
-      rate /= m.patch_size
-  _, tokens, d, ffn = best
-  a, b = jnp.ones((tokens, d), dtype), jnp.ones((d, ffn), dtype)
-  mm = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
-  jax.block_until_ready(mm(a, b))
-  ts, end = [], time.perf_counter() + budget_s
-  while time.perf_counter() < end or len(ts) < 5:
-    t0 = time.perf_counter()
-    jax.block_until_ready(mm(a, b))
-    ts.append(time.perf_counter() - t0)
-  return {"shape": f"({tokens}, {d}) @ ({d}, {ffn})", "gflop_per_s": 2 * tokens * d * ffn / min(ts) / 1e9}
+def largest_matmul(cfg: CATConfig, seconds: float) -> tuple[int, int, int]:
+  """(tokens, d, ffn): the feed-forward matmul of the encoder stage with the most weight FLOPs
+  on a clip of `seconds`, the shape whose best rate is this codec's matmul limit."""
+  frames = seconds * cfg.sampling_rate / cfg.downsample_rate
+  stages = [(round(frames * r), m) for m, r in zip(cfg.encoder, stage_rates(cfg.encoder, True, cfg.downsample_rate))
+            if isinstance(m, TransformerSpec)]
+  tokens, m = max(stages, key=lambda s: s[0] * s[1].num_layers * s[1].d_model * s[1].ffn_hidden)
+  return tokens, m.d_model, m.ffn_hidden
 
 
 def bench(model: CAT, params, seconds: float, repeats: int, dtype, unroll: bool) -> dict:
@@ -136,11 +124,12 @@ def main():
     print(f"[{name}] decode: compile {r['decode_compile_s']:.1f} s, {r['decode_s']:.3f} s "
           f"(RTF {r['decode_rtf']:.3f}), {r['decode_gflops']:.0f} GFLOP -> {r['decode_gflop_per_s']:.0f} GFLOP/s; "
           f"{r['decode_cpu_s']:.2f} CPU-s")
-    lim = matmul_limit(cfg, a.seconds, dtype)
-    r["matmul_limit"] = lim
+    shape = largest_matmul(cfg, a.seconds)
+    r["matmul_limit_gflop_per_s"] = matmul_peak(1.5, dtype, shape=shape) / 1e9
     both = (r["encode_gflops"] + r["decode_gflops"]) / (r["encode_s"] + r["decode_s"])
-    print(f"[{name}] matmul limit at the codec's shapes {lim['shape']}: {lim['gflop_per_s']:.0f} GFLOP/s; "
-          f"encode+decode at {both:.0f} GFLOP/s = {100 * both / lim['gflop_per_s']:.0f}% of it")
+    print(f"[{name}] matmul limit at the codec's shapes ({shape[0]}, {shape[1]}) @ ({shape[1]}, {shape[2]}): "
+          f"{r['matmul_limit_gflop_per_s']:.0f} GFLOP/s; encode+decode at {both:.0f} GFLOP/s = "
+          f"{100 * both / r['matmul_limit_gflop_per_s']:.0f}% of it")
     results[name] = r
     del params
   if a.json:

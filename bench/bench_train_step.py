@@ -58,17 +58,19 @@ def peak_flops(device) -> float | None:
   return None
 
 
-def matmul_peak(seconds: float = 1.0, dtype="float32", n: int = 1024) -> float:
-  """This device's matmul FLOP/s in `dtype` (best of repeated n^3 products): the practical peak."""
-  a = jax.numpy.ones((n, n), dtype)
-  mm = jax.jit(lambda x: x @ x)
-  jax.block_until_ready(mm(a))
+def matmul_peak(seconds: float = 1.0, dtype="float32", n: int = 1024, shape: tuple[int, int, int] | None = None) -> float:
+  """This device's matmul FLOP/s in `dtype` (best of repeated (m, k) @ (k, n) products, `shape`
+  = (m, k, n), default n^3): the practical peak."""
+  m, k, n = shape or (n, n, n)
+  a, b = jax.numpy.ones((m, k), dtype), jax.numpy.ones((k, n), dtype)
+  mm = jax.jit(lambda x, y: x @ y)
+  jax.block_until_ready(mm(a, b))
   best, end = float("inf"), time.perf_counter() + seconds
   while time.perf_counter() < end:
     t0 = time.perf_counter()
-    jax.block_until_ready(mm(a))
+    jax.block_until_ready(mm(a, b))
     best = min(best, time.perf_counter() - t0)
-  return 2 * n ** 3 / best
+  return 2 * m * k * n / best
 
 
 def mfu(model_flops_per_step: float, step_seconds: float, n_devices: int, peak: float | None) -> float | None:

@@ -39,6 +39,8 @@ def _check_quantizers(nqs, n_max: int) -> tuple[int, ...]:
   nqs = tuple(nqs)
   if not nqs:
     raise CodesError("num_quantizers_list is empty")
+  if None in nqs:  # check_num_quantizers reads None as "all"; a list must name its counts
+    raise CodesError(f"num_quantizers must be an integer in 1..{n_max}, got None")
   return tuple(sorted({check_num_quantizers(n, n_max) for n in nqs}))
 
 
