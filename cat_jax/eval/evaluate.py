@@ -25,7 +25,7 @@ DEFAULT_QUANTIZERS = (1, 2, 4, 8, 16, 32)
 # (row key, header): the paper's columns first, then ours.
 COLUMNS = (("bitrate", "bit/s"), ("codebooks", "codebooks"), ("stoi", "STOI"), ("pesq_nb", "PESQ-NB"),
            ("pesq_wb", "PESQ-WB"), ("mel_loss", "mel loss"), ("stft_dist", "STFT dist"),
-           ("si_sdr", "SI-SDR"), ("sdr", "SDR"), ("sc", "SC"))
+           ("si_sdr", "SI-SDR"), ("sdr", "SDR"), ("sc", "SC"), ("f0_match", "F0 match"))
 SYSTEM = "cat_jax"  # the 'system' of the model's rows; baseline rows carry their baseline's name
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aif", ".aiff", ".au")
 

@@ -79,11 +79,20 @@ def stft_loss(x: jax.Array, y: jax.Array, lengths: jax.Array, *, windows: Sequen
   return total
 
 
-def waveform_loss(x: jax.Array, y: jax.Array, lengths: jax.Array) -> jax.Array:
+def waveform_loss(x: jax.Array, y: jax.Array, lengths: jax.Array, *, lowpass_hz: float | None = None,
+                  sr: int = 24000) -> jax.Array:
   """Time-domain L1 (EnCodec's l_t): mean |x - y| over valid samples of (B, T, C) audio. Unlike the
-  magnitude losses it sees phase, so it also penalises clicks at the decoder's patch boundaries."""
+  magnitude losses it sees phase, so the codes must carry the waveform's phase and the decoder's
+  patches must join up. With `lowpass_hz` the difference is first low-passed (FFT, bins above it
+  zeroed): phase is asked for only where the voice's pitch lives, the bands above are left to
+  the magnitude losses."""
   m = sample_mask(lengths, x.shape[1])[..., None]
-  return jnp.sum(jnp.abs(x - y) * m) / jnp.maximum(m.sum() * x.shape[-1], 1.0)
+  d = (x - y) * m
+  if lowpass_hz is not None:
+    t = d.shape[1]
+    keep = jnp.fft.rfftfreq(t, 1.0 / sr) <= lowpass_hz  # (T//2 + 1,)
+    d = jnp.fft.irfft(jnp.fft.rfft(d, axis=1) * keep[None, :, None], n=t, axis=1) * m
+  return jnp.sum(jnp.abs(d)) / jnp.maximum(m.sum() * x.shape[-1], 1.0)
 
 
 def lsgan_discriminator_loss(real_logits: Sequence[jax.Array], fake_logits: Sequence[jax.Array]) -> jax.Array:

@@ -90,11 +90,13 @@ class LossConfig:
   feat: float = 2.0
   stft: float = 0.0  # not in the authors' loss; DAC's multi-scale STFT distance, logged at eval
   wave: float = 0.0  # not in the authors' loss; EnCodec's time-domain L1 (losses.waveform_loss)
+  wave_lowpass_hz: float = 0.0  # > 0: the time-domain L1 sees the difference below this frequency only
   mel: MelLossConfig = dataclasses.field(default_factory=MelLossConfig)
 
   def __post_init__(self):
     for f in ("sem", "rec", "commit", "codebook", "adv", "feat", "stft", "wave"):
       _check(getattr(self, f) >= 0, f, "a loss weight must be >= 0")
+    _check(self.wave_lowpass_hz >= 0, "wave_lowpass_hz", "must be >= 0 (0: no low-pass)")
 
 
 @dataclasses.dataclass(frozen=True)

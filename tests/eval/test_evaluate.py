@@ -38,7 +38,7 @@ def test_evaluate_rows_reports_and_png(tiny_model, clips, tmp_path):
   assert [float(v) for line in table[1:] for v in line] == pytest.approx(
       [float(r[k]) for r in rows for k, _ in ev.COLUMNS], rel=1e-12)
   md = (tmp_path / "results.md").read_text().splitlines()
-  assert md[0] == "| bit/s | codebooks | STOI | PESQ-NB | PESQ-WB | mel loss | STFT dist | SI-SDR | SDR | SC |"
+  assert md[0] == "| bit/s | codebooks | STOI | PESQ-NB | PESQ-WB | mel loss | STFT dist | SI-SDR | SDR | SC | F0 match |"
   assert len(md) == 2 + len(rows) and md[2].startswith("| 75 | 1 | ")
   png = (tmp_path / "bitrate_quality.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

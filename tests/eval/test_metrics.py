@@ -164,7 +164,8 @@ def test_compute_all_equals_the_single_metrics(speech24k):
   out = m.compute_all(x, y, 24000)
   assert tuple(out) == m.METRICS
   single = {"stoi": m.stoi, "pesq_nb": m.pesq_nb, "pesq_wb": m.pesq_wb, "mel_loss": m.mel_loss,
-            "stft_dist": m.stft_dist, "si_sdr": m.si_sdr, "sdr": m.sdr, "sc": m.spectral_convergence}
+            "stft_dist": m.stft_dist, "si_sdr": m.si_sdr, "sdr": m.sdr, "sc": m.spectral_convergence,
+            "f0_match": m.f0_match}
   for k, f in single.items():
     assert out[k] == pytest.approx(f(x, y, 24000), rel=1e-9), k
 
@@ -184,3 +185,21 @@ def test_hooks_raise_clearly_without_weights_and_work_with_them(speech16k):
   assert m.utmos(x48, 48000, predictor=lambda s: s.size / 16000) == pytest.approx(x.size / 16000, abs=1e-3)
   out = m.compute_all(x, x, 16000, embed=spectrum, predictor=lambda s: 3.5)
   assert out["spk_sim"] == pytest.approx(1.0) and out["utmos"] == 3.5
+
+
+def test_f0_match_tracks_pitch_not_spectrum(speech16k):
+  """Identical speech matches on every voiced frame and mild noise keeps the pitch; the same speech
+  a fifth higher (same words, same duration) or a fixed-pitch buzz with the same loudness contour
+  (what a patch-synchronous decoder makes, at its patch rate) matches on almost none."""
+  x = speech16k.astype(np.float64)
+  f0 = m.f0_track(x)
+  assert np.isfinite(f0).sum() > 20 and 70 < np.nanmedian(f0) < 250  # espeak's voice
+  assert m.f0_match(x, x, 16000) == 1.0
+  assert m.f0_match(x, _noisy(x, 20), 16000) > 0.8
+  shifted = librosa.effects.pitch_shift(x.astype(np.float32), sr=16000, n_steps=7).astype(np.float64)
+  assert m.f0_match(x, shifted, 16000) < 0.2
+  n = np.arange(x.size)
+  envelope = np.convolve(np.abs(x), np.ones(320) / 320, "same")
+  buzz = envelope * np.sign(np.sin(2 * np.pi * 1.4 * np.nanmedian(f0) * n / 16000))
+  assert m.f0_match(x, buzz, 16000) < 0.2
+  assert np.isnan(m.f0_match(np.zeros(8000), x[:8000], 16000))  # no voice in the reference: no score

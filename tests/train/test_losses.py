@@ -128,3 +128,22 @@ def test_codebook_stats_values():
   np.testing.assert_allclose(np.asarray(ppl), [np.exp(-(p * np.log(p)).sum()), 1.0], rtol=1e-5)
   usage2, _ = metrics.codebook_stats(codes, jnp.array([4]), 4, active=jnp.array([1]))
   np.testing.assert_allclose(np.asarray(usage2), [0.75, 0.0])
+
+
+def test_waveform_loss_plain_and_low_passed():
+  """Plain: mean |x - y| over valid samples only. Low-passed: a difference above the cut-off costs
+  (almost) nothing, one below it costs its own mean |.|, and padding past the length never counts."""
+  t, n = 4000, np.arange(4000) / SR
+  x = 0.5 * np.sin(2 * np.pi * 200 * n)
+  low, high = 0.1 * np.sin(2 * np.pi * 150 * n), 0.1 * np.sin(2 * np.pi * 3000 * n)
+  lengths = jnp.array([t, 3000])
+  junk = np.where(np.arange(t) >= 3000, 5.0, 0.0)  # past the second clip's length
+  xs = jnp.asarray(np.stack([x, x]))[..., None].astype(jnp.float32)
+  def loss(d, **kw):
+    ys = jnp.asarray(np.stack([x + d, x + d + junk]))[..., None].astype(jnp.float32)
+    return float(losses.waveform_loss(xs, ys, lengths, sr=SR, **kw))
+  valid = np.concatenate([np.abs(high), np.abs(high[:3000])])
+  assert loss(high) == pytest.approx(valid.mean(), rel=1e-5)
+  assert loss(high, lowpass_hz=1000.0) < 0.02 * loss(high)
+  want = np.concatenate([np.abs(low), np.abs(low[:3000])]).mean()
+  assert loss(low + high, lowpass_hz=1000.0) == pytest.approx(want, rel=0.05)
