@@ -138,14 +138,13 @@ def f0_track(x: np.ndarray, sr: int = EVAL_SR, frame_s: float = 0.04, hop_s: flo
   n, hop = int(frame_s * sr), int(hop_s * sr)
   if x.size < n:
     return np.zeros((0,))
-  idx = np.arange(n)[None, :] + hop * np.arange(1 + (x.size - n) // hop)[:, None]
-  f = x[idx] * np.hanning(n)  # (F, n)
+  f = np.lib.stride_tricks.sliding_window_view(x, n)[::hop] * np.hanning(n)  # (F, n)
   ac = np.fft.irfft(np.abs(np.fft.rfft(f, 2 * n, axis=1)) ** 2, axis=1)[:, :n]
   lo, hi = int(sr / F0_RANGE[1]), int(sr / F0_RANGE[0])
   lag = lo + np.argmax(ac[:, lo:hi + 1], axis=1)
   peak = ac[np.arange(len(ac)), lag] / np.maximum(ac[:, 0], EPS)
   rms = np.sqrt(np.mean(f ** 2, axis=1))
-  voiced = (peak > min_peak) & (rms > rms.max() * 10 ** (floor_db / 20)) & (rms > 0)
+  voiced = (peak > min_peak) & (rms > rms.max() * 10 ** (floor_db / 20))
   return np.where(voiced, sr / lag, np.nan)
 
 

@@ -79,16 +79,16 @@ def stft_loss(x: jax.Array, y: jax.Array, lengths: jax.Array, *, windows: Sequen
   return total
 
 
-def waveform_loss(x: jax.Array, y: jax.Array, lengths: jax.Array, *, lowpass_hz: float | None = None,
+def waveform_loss(x: jax.Array, y: jax.Array, lengths: jax.Array, *, lowpass_hz: float = 0.0,
                   sr: int = 24000) -> jax.Array:
   """Time-domain L1 (EnCodec's l_t): mean |x - y| over valid samples of (B, T, C) audio. Unlike the
   magnitude losses it sees phase, so the codes must carry the waveform's phase and the decoder's
-  patches must join up. With `lowpass_hz` the difference is first low-passed (FFT, bins above it
+  patches must join up. With `lowpass_hz` > 0 the difference is first low-passed (FFT, bins above it
   zeroed): phase is asked for only where the voice's pitch lives, the bands above are left to
   the magnitude losses."""
   m = sample_mask(lengths, x.shape[1])[..., None]
   d = (x - y) * m
-  if lowpass_hz is not None:
+  if lowpass_hz:
     t = d.shape[1]
     keep = jnp.fft.rfftfreq(t, 1.0 / sr) <= lowpass_hz  # (T//2 + 1,)
     d = jnp.fft.irfft(jnp.fft.rfft(d, axis=1) * keep[None, :, None], n=t, axis=1) * m

@@ -171,7 +171,7 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
       parts["stft"] = losses.stft_loss(x, y, lengths)
       total = total + w.stft * parts["stft"]
     if w.wave:
-      parts["wave"] = losses.waveform_loss(x, y, lengths, lowpass_hz=w.wave_lowpass_hz or None,
+      parts["wave"] = losses.waveform_loss(x, y, lengths, lowpass_hz=w.wave_lowpass_hz,
                                            sr=trainer.model_config.sampling_rate)
       total = total + w.wave * parts["wave"]
     if adversarial:
