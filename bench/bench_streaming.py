@@ -146,7 +146,7 @@ def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_st
   costs = half_costs(full, part)
   params_bytes = costs["weights"] * 4
   rng = np.random.default_rng(0)
-  steps = st.steps_for(model.graphdef)
+  steps = st.steps_for(model)
   for b in streams:
     init = init_encoder_state if part == "encode" else init_decoder_state
     per_stream = state_bytes(jax.eval_shape(lambda: init(cfg, 1)))

@@ -177,6 +177,7 @@ class CAT:
     self.params = params
     self.dtype = dtype
     self._jitted = {}  # unrolled (bool) -> (jitted encode_fn, jitted decode_fn), each bound to its graphdef
+    self._bound = {}  # name -> make(graphdef), see `bound`
 
   @property
   def params(self):
@@ -198,6 +199,13 @@ class CAT:
                                 jax.jit(functools.partial(decode_fn, graphdef), static_argnames=("dtype",)))
       self._coder = (*self._jitted[unroll], params)
     return self._coder
+
+  def bound(self, name: str, make):
+    """`make(self.graphdef)` built once per model and kept: the jitted streaming steps and stream-engine
+    program are bound to the graphdef, so it is never hashed as a static argument (milliseconds a call)."""
+    if name not in self._bound:
+      self._bound[name] = make(self.graphdef)
+    return self._bound[name]
 
   # ---- construction ---------------------------------------------------------
   @classmethod

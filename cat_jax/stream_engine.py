@@ -21,7 +21,7 @@ holds only the KV ring buffers of the slots (donated, updated in place).
 from __future__ import annotations
 
 import collections
-import functools
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -32,34 +32,32 @@ from cat_jax.streaming import check_chunk_frames, decoder_step, encoder_step
 from cat_jax.validation import check_num_quantizers
 
 
-# Times each engine program was traced, keyed (id(graphdef), capacity, chunk frames, n_q, dtype):
-# tracing happens only when jit compiles a new program, so this counts programs.
-TRACES: collections.Counter = collections.Counter()
-
-
 def engine_step(graphdef, params, enc, dec, audio, valid, active, reset, *, n_q, dtype):
   """One step of all slots: encodes `audio` (B, K*dr, C) and decodes the codes it gives.
   valid (B,): frames inside the stream (the rest are offline padding, masked in the quantizer);
   active (B,) bool: slots that take part; reset (B,) bool: slots made fresh first.
   Returns (enc, dec, codes (n_q, B, K), audio (B, K*dr, C))."""
-  TRACES[(id(graphdef), audio.shape[0], audio.shape[1], n_q, dtype)] += 1
   enc, codes, _ = encoder_step(graphdef, params, enc, audio, valid, active, reset, n_q=n_q, dtype=dtype)
   dec, out = decoder_step(graphdef, params, dec, codes, active, reset, dtype=dtype)
   return enc, dec, codes, out
 
 
-_PROGRAMS: dict[int, tuple] = {}
+class EngineProgram(NamedTuple):
+  """`engine_step` jitted with a graphdef bound (both states donated), shared by every engine of
+  that model, and how often it was traced per (capacity, chunk samples, n_q, dtype): jit traces
+  only when it compiles a new program, so `traces` counts programs."""
+  call: Callable
+  traces: collections.Counter
 
 
-def program_for(graphdef):
-  """`engine_step` jitted with `graphdef` bound (shared by every engine of that graphdef; compiled once
-  per shape; both states donated)."""
-  hit = _PROGRAMS.get(id(graphdef))
-  if hit is None or hit[0] is not graphdef:
-    hit = (graphdef, jax.jit(functools.partial(engine_step, graphdef), static_argnames=("n_q", "dtype"),
-                             donate_argnames=("enc", "dec")))
-    _PROGRAMS[id(graphdef)] = hit
-  return hit[1]
+def make_program(graphdef) -> EngineProgram:
+  traces = collections.Counter()
+
+  def step(params, enc, dec, audio, valid, active, reset, *, n_q, dtype):
+    traces[(audio.shape[0], audio.shape[1], n_q, dtype)] += 1
+    return engine_step(graphdef, params, enc, dec, audio, valid, active, reset, n_q=n_q, dtype=dtype)
+
+  return EngineProgram(jax.jit(step, static_argnames=("n_q", "dtype"), donate_argnames=("enc", "dec")), traces)
 
 
 class _Stream:
@@ -107,7 +105,7 @@ class StreamEngine:
     self.n_q = check_num_quantizers(n_q, cfg.num_quantizers)
     self.dr, self.channels = cfg.downsample_rate, cfg.channels
     self.chunk_samples = self.k * self.dr
-    self._program = program_for(model.graphdef)
+    self.program = model.bound("stream_engine", make_program)
     self._enc = init_encoder_state(cfg, self.capacity)
     self._dec = init_decoder_state(cfg, self.capacity)
     self._slots: list[_Stream | None] = [None] * self.capacity
@@ -118,9 +116,9 @@ class StreamEngine:
 
   # ---- bookkeeping ------------------------------------------------------------
   @property
-  def trace_key(self):
-    """The key of this engine's program in TRACES."""
-    return (id(self.model.graphdef), self.capacity, self.chunk_samples, self.n_q, self.model.dtype)
+  def traces(self) -> int:
+    """Times this engine's program (its shapes) was traced, i.e. compiled: 1 once it has stepped."""
+    return self.program.traces[(self.capacity, self.chunk_samples, self.n_q, self.model.dtype)]
 
   @property
   def free_slots(self) -> int:
@@ -213,7 +211,7 @@ class StreamEngine:
     active = np.asarray(run, bool)
     reset = self._reset.copy()
     self._reset[:] = False
-    self._enc, self._dec, codes, out = self._program(self.model.params, self._enc, self._dec, audio, valid, active,
+    self._enc, self._dec, codes, out = self.program.call(self.model.params, self._enc, self._dec, audio, valid, active,
                                                      reset, n_q=self.n_q, dtype=self.model.dtype)
     codes, out = np.asarray(codes), np.asarray(out)
     self.steps += 1

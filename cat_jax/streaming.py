@@ -6,7 +6,7 @@ buffers updated in place, see stream_state) gives the offline codes bit for bit 
 audio to float rounding, for any K.
 
 Pure step functions take (graphdef, params, state, chunk) and return (state, outputs);
-`steps_for(graphdef)` gives them jitted (once per chunk shape), consuming (donating) the state.
+`steps_for(model)` gives them jitted (once per chunk shape), consuming (donating) the state.
 `encode_frames` / `decode_frames` code whole signals K frames at a time: they back
 `CAT.encode/decode(chunk_duration=...)` and the `stream-encode` / `stream-decode` commands.
 """
@@ -140,20 +140,17 @@ class Steps(NamedTuple):
   decode: Callable  # decoder_step
 
 
-_BOUND: dict[int, tuple] = {}
+def make_steps(graphdef) -> Steps:
+  """The steps jitted with `graphdef` bound (compiled once per chunk shape; the state argument is donated)."""
+  def jit(fn, static):
+    return jax.jit(functools.partial(fn, graphdef), static_argnames=static, donate_argnames=("state",))
+  return Steps(jit(encoder_step, ("n_q", "dtype")), jit(encoder_push, ("n_q", "dtype")),
+               jit(encoder_flush, ("n_q", "dtype")), jit(decoder_step, ("dtype",)))
 
 
-def steps_for(graphdef) -> Steps:
-  """Jitted steps for a graphdef (compiled once per chunk shape; the state argument is donated).
-  Binding the graphdef once avoids hashing it, a static argument, on every call (milliseconds)."""
-  hit = _BOUND.get(id(graphdef))
-  if hit is None or hit[0] is not graphdef:
-    def jit(fn, static):
-      return jax.jit(functools.partial(fn, graphdef), static_argnames=static, donate_argnames=("state",))
-    hit = (graphdef, Steps(jit(encoder_step, ("n_q", "dtype")), jit(encoder_push, ("n_q", "dtype")),
-                           jit(encoder_flush, ("n_q", "dtype")), jit(decoder_step, ("dtype",))))
-    _BOUND[id(graphdef)] = hit
-  return hit[1]
+def steps_for(model) -> Steps:
+  """The jitted steps of a cat_jax.CAT, built once per model."""
+  return model.bound("streaming", make_steps)
 
 
 # ---- whole signals, K frames per step (CAT.encode / CAT.decode(chunk_duration=...), the CLI) ----
@@ -193,7 +190,7 @@ def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int, p
   xp[:, :t] = x.transpose(0, 2, 1)
   flen = np.asarray(lengths, np.int64) // dr
   state = init_encoder_state(cfg, b)
-  steps = steps_for(model.graphdef)
+  steps = steps_for(model)
   codes, hidden = [], []
   for i in (progress or iter)(range(n)):
     valid = np.clip(flen - i * k, 0, k).astype(np.int32)
@@ -216,7 +213,7 @@ def decode_frames(model, codes: np.ndarray, k: int, progress=None) -> np.ndarray
   cp = np.zeros((n_q, b, n * k), np.int32)
   cp[:, :, :f] = codes
   state = init_decoder_state(model.config, b)
-  steps = steps_for(model.graphdef)
+  steps = steps_for(model)
   keep = np.zeros((b,), bool)  # no resets; passed as an array so the program is shared with callers that reset
   out = []
   for i in (progress or iter)(range(n)):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cat_jax.errors import AudioError, CATError
-from cat_jax.stream_engine import TRACES, StreamEngine, StreamError, program_for
+from cat_jax.stream_engine import StreamEngine, StreamError
 
 DR = 1920  # golden/tiny: 24 kHz mono, 80 ms frames
 
@@ -90,14 +90,13 @@ def test_ragged_streams_join_leave_equal_offline(tiny_model, k):
     np.testing.assert_array_equal(got_c, want_c, err_msg=n)
     assert got_a.shape == want_a.shape, n
     np.testing.assert_allclose(got_a, want_a, atol=1e-5, rtol=0, err_msg=n)
-  assert TRACES[eng.trace_key] == 1
+  assert eng.traces == 1
 
 
 def test_one_program_per_chunk_size(tiny_model):
   """Streams joining and leaving (slots reused, all slots busy, none busy) never retrace or
   recompile; another engine with the same shapes shares the program; each chunk size is traced once."""
   m = tiny_model
-  prog = program_for(m.graphdef)
   sizes = []
   for k in (1, 2):
     for _ in range(2):  # a second engine of the same shapes compiles nothing
@@ -106,8 +105,8 @@ def test_one_program_per_chunk_size(tiny_model):
       sids = [eng.open(), eng.open(), eng.open()]
       eng.push(sids[0], x)
       eng.step()
-      if hasattr(prog, "_cache_size"):
-        sizes.append(prog._cache_size())
+      if hasattr(eng.program.call, "_cache_size"):
+        sizes.append(eng.program.call._cache_size())
       eng.close(sids[0])
       s = eng.open()  # joins the freed slot
       eng.push(s, x[:DR * k + 5])
@@ -117,9 +116,9 @@ def test_one_program_per_chunk_size(tiny_model):
       eng.close(sids[1])  # only 3 samples: one padded frame
       eng.close(sids[2])  # nothing pushed
       assert eng.step() == 0  # nothing to run: no call
-      assert TRACES[eng.trace_key] == 1
-      if hasattr(prog, "_cache_size"):
-        assert prog._cache_size() == sizes[-1]
+      assert eng.traces == 1
+      if hasattr(eng.program.call, "_cache_size"):
+        assert eng.program.call._cache_size() == sizes[-1]
   if sizes:
     assert sizes[0] == sizes[1] and sizes[2] == sizes[3]
 

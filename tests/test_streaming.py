@@ -80,7 +80,7 @@ def test_arbitrary_sample_chunks_and_reset(tiny_model, golden):
     reset = np.array([False, i == 2])
     if i == 2:
       assert int(state.fill[1]) == 2 * n - 2 * DR
-    state, codes, _, count = st.steps_for(m.graphdef).push(m.params, state, chunk, reset, n_q=None)
+    state, codes, _, count = st.steps_for(m).push(m.params, state, chunk, reset, n_q=None)
     codes, count = np.asarray(codes), np.asarray(count)
     assert codes.shape == (8, 2, 2)
     counts.append(count)
@@ -89,7 +89,7 @@ def test_arbitrary_sample_chunks_and_reset(tiny_model, golden):
       got1.append(codes[:, 1, :count[1]])
   assert {int(c) for c in np.ravel(counts)} == {1, 2}
   assert int(state.fill[1]) == 17500 - 9 * DR
-  _, codes, _, count = st.steps_for(m.graphdef).flush(m.params, state, n_q=None)
+  _, codes, _, count = st.steps_for(m).flush(m.params, state, n_q=None)
   assert int(count[1]) == 1
   got1.append(np.asarray(codes)[:, 1, :1])
   np.testing.assert_array_equal(np.concatenate(got0, -1)[:, :10], golden["stream_full_codes"][:, 0])
@@ -109,7 +109,7 @@ def test_decoder_reset_and_batched_streams(tiny_model, offline):
     c1 = codes[:, 1, i] if i < 5 else codes[:, 0, i - 5]
     step = np.stack([codes[:, 0, i], c1], 1)[:, :, None]
     reset = np.array([False, i == 5])
-    state, audio = st.steps_for(m.graphdef).decode(m.params, state, step, None, reset)
+    state, audio = st.steps_for(m).decode(m.params, state, step, None, reset)
     out0.append(np.asarray(audio[0]))
     out1.append(np.asarray(audio[1]))
   out0 = np.concatenate(out0)[:, 0]
@@ -137,7 +137,7 @@ def test_ring_buffer_slots(tiny_model):
   0, 1, 2 (p % 3) for the stream that ran every step; a stream active only in steps 0-4 keeps 3, 4, 2."""
   m = tiny_model
   state = init_decoder_state(m.config, 2)
-  steps = st.steps_for(m.graphdef)
+  steps = st.steps_for(m)
   for i in range(10):
     state, _ = steps.decode(m.params, state, jnp.zeros((8, 2, 1), jnp.int32), np.array([True, i < 5]))
   pos = np.asarray(state.stages[0].cache.pos)  # (layers, B, 3)

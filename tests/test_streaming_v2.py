@@ -47,7 +47,7 @@ def test_stereo_push_engine_equals_offline(v2_model, g2):
   x = g2["stream_input"][0].T  # (57600, 2): 15 frames
   n = 5000
   state = init_encoder_state(m.config, 1)
-  steps = st.steps_for(m.graphdef)
+  steps = st.steps_for(m)
   got = []
   for i in range(-(-x.shape[0] // n)):
     chunk = np.zeros((1, n, 2), np.float32)
