@@ -41,7 +41,7 @@ def get_config(arg=None):
     # Without it the decoder buzzes at its 100 Hz patch rate (F0 match 0.01); at 3000 steps (one core
     # each, same seed) STOI 0.805 / PESQ-WB 1.143 / F0 match 0.76 against 0.752 / 1.061 / 0.008. It pays
     # only with steps: at the demo's 1250 it scores 0.694 against 0.734, so the demo keeps wave 30.
-    c.loss.wave, c.loss.wave_lowpass_hz = 300.0, 1000.0
+    c.loss.wave, c.loss.wave_low, c.loss.wave_lowpass_hz = 0.0, 300.0, 1000.0
   c.optim = recipes.optim_config(lr=1e-3, warmup_steps=200)  # CPU-scale lr and warm-up (ours)
   c.optim.gen.decay = c.optim.disc.decay = "cosine"
   # Narrow (ours): the complex-STFT discriminator dominates a stage-2 step here (4.2 s at 16 channels).

@@ -171,9 +171,12 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
       parts["stft"] = losses.stft_loss(x, y, lengths)
       total = total + w.stft * parts["stft"]
     if w.wave:
-      parts["wave"] = losses.waveform_loss(x, y, lengths, lowpass_hz=w.wave_lowpass_hz,
-                                           sr=trainer.model_config.sampling_rate)
+      parts["wave"] = losses.waveform_loss(x, y, lengths)
       total = total + w.wave * parts["wave"]
+    if w.wave_low:
+      parts["wave_low"] = losses.waveform_loss(x, y, lengths, lowpass_hz=w.wave_lowpass_hz,
+                                               sr=trainer.model_config.sampling_rate)
+      total = total + w.wave_low * parts["wave_low"]
     if adversarial:
       fake, fake_feats = _disc(trainer, disc, y)
       parts["adv"] = losses.lsgan_generator_loss(fake)

@@ -90,13 +90,15 @@ class LossConfig:
   feat: float = 2.0
   stft: float = 0.0  # not in the authors' loss; DAC's multi-scale STFT distance, logged at eval
   wave: float = 0.0  # not in the authors' loss; EnCodec's time-domain L1 (losses.waveform_loss)
-  wave_lowpass_hz: float = 0.0  # > 0: the time-domain L1 sees the difference below this frequency only
+  wave_low: float = 0.0  # ours: the same L1 on the difference below wave_lowpass_hz only (the pitch's phase)
+  wave_lowpass_hz: float = 0.0  # the cut-off of wave_low
   mel: MelLossConfig = dataclasses.field(default_factory=MelLossConfig)
 
   def __post_init__(self):
-    for f in ("sem", "rec", "commit", "codebook", "adv", "feat", "stft", "wave"):
+    for f in ("sem", "rec", "commit", "codebook", "adv", "feat", "stft", "wave", "wave_low"):
       _check(getattr(self, f) >= 0, f, "a loss weight must be >= 0")
-    _check(self.wave_lowpass_hz >= 0, "wave_lowpass_hz", "must be >= 0 (0: no low-pass)")
+    _check(self.wave_lowpass_hz >= 0, "wave_lowpass_hz", "must be >= 0")
+    _check(not self.wave_low or self.wave_lowpass_hz > 0, "wave_lowpass_hz", "must be > 0 when wave_low is set")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,6 +133,7 @@ def test_types_and_ranges_name_the_field(config_fn):
            ("compute_dtype", "float16", "compute_dtype='float16': expected one of"),
            ("trainable", "decoder+heads", "trainable='decoder+heads': unknown part(s) ['heads']"),
            ("quantizer_dropout", 1.5, "quantizer_dropout=1.5: must be in [0, 1]"),
+           ("loss.wave_low", 1.0, "loss.wave_lowpass_hz=0.0: must be > 0 when wave_low is set"),
            ("model.quantizer_kwargs.num_quantizers", 0, "model: quantizer num_quantizers must be a positive")]
   for key, value, want in cases:
     raw = config_fn("tiny").to_dict()
