@@ -160,14 +160,14 @@ def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_st
       frame = jnp.asarray(rng.normal(size=(b, cfg.downsample_rate, cfg.channels)).astype(np.float32) * 0.1)
 
       def step(s, x):
-        s, codes, _ = steps.encode(model.params, s, x, n_q=None)
+        s, codes, _ = steps.encode(s, x, n_q=None)
         return s, codes
       args = (frame,)
     else:
       codes = jnp.asarray(rng.integers(0, cfg.codebook_size, (cfg.num_quantizers, b, 1)), jnp.int32)
 
       def step(s, c):
-        return steps.decode(model.params, s, c)
+        return steps.decode(s, c)
       args = (codes,)
     t0 = time.perf_counter()
     times = time_steps(step, state, args, budget_s, max_steps)

@@ -77,6 +77,12 @@ def decode_fn(graphdef, params, codes, frame_lengths, *, dtype=None):
   return nnx.merge(graphdef, params).decode(codes, frame_lengths, dtype=dtype)
 
 
+def offline_coders(graphdef):
+  """(encode_fn, decode_fn) jitted with `graphdef` bound."""
+  return (jax.jit(functools.partial(encode_fn, graphdef), static_argnames=("n_q", "dtype")),
+          jax.jit(functools.partial(decode_fn, graphdef), static_argnames=("dtype",)))
+
+
 def on_one_cpu(params) -> bool:
   """Whether every parameter lives on one and the same CPU device (where `unrolled` pays off)."""
   devices = {d for x in jax.tree.leaves(params) for d in x.devices()}
@@ -88,8 +94,8 @@ def unrolled(graphdef, params):
   per-layer modules over zero-copy views of the stack (on a single CPU device; see
   `transformer.unstack_layers`), for offline coding: XLA:CPU copies each layer's weight slice out
   of the stack at every scan step, an unrolled loop reads the views in place. Accelerators read
-  scanned slices in place, so CAT uses this on one CPU device only. `encode_fn`/`decode_fn` take
-  the pair as they take the stacked one; streaming needs the stacked one."""
+  scanned slices in place, so CAT uses this on one CPU device only (`CAT.coding`). Every coding
+  function takes the pair as it takes the stacked one."""
   model = nnx.merge(graphdef, params)
   for t in [node for _, node in nnx.iter_graph(model) if isinstance(node, Transformer)]:
     t.unroll()
@@ -176,8 +182,7 @@ class CAT:
     self.graphdef = graphdef
     self.params = params
     self.dtype = dtype
-    self._jitted = {}  # unrolled (bool) -> (jitted encode_fn, jitted decode_fn), each bound to its graphdef
-    self._bound = {}  # name -> make(graphdef), see `bound`
+    self._bound = {}  # (name, unrolled) -> make(coding graphdef), see `bound`
 
   @property
   def params(self):
@@ -186,26 +191,29 @@ class CAT:
 
   @params.setter
   def params(self, value):
-    self._params, self._coder = value, None
+    self._params, self._coding = value, None
 
-  def _offline(self):
-    """(encode, decode, params) of offline coding, chosen once per params: the layers run unrolled
-    over zero-copy views on a single CPU device (`unrolled`), scanned elsewhere."""
-    if self._coder is None:
+  def coding(self) -> tuple[bool, Any, Any]:
+    """(unrolled, graphdef, params) that coding runs, offline and streaming, chosen once per params:
+    the layers unrolled over zero-copy views on a single CPU device (`unrolled`), stacked elsewhere."""
+    if self._coding is None:
       unroll = on_one_cpu(self._params)
-      graphdef, params = unrolled(self.graphdef, self._params) if unroll else (self.graphdef, self._params)
-      if unroll not in self._jitted:
-        self._jitted[unroll] = (jax.jit(functools.partial(encode_fn, graphdef), static_argnames=("n_q", "dtype")),
-                                jax.jit(functools.partial(decode_fn, graphdef), static_argnames=("dtype",)))
-      self._coder = (*self._jitted[unroll], params)
-    return self._coder
+      self._coding = (unroll, *(unrolled(self.graphdef, self._params) if unroll else (self.graphdef, self._params)))
+    return self._coding
+
+  @property
+  def coding_params(self):
+    """The params that the programs of `bound` take."""
+    return self.coding()[2]
 
   def bound(self, name: str, make):
-    """`make(self.graphdef)` built once per model and kept: the jitted streaming steps and stream-engine
-    program are bound to the graphdef, so it is never hashed as a static argument (milliseconds a call)."""
-    if name not in self._bound:
-      self._bound[name] = make(self.graphdef)
-    return self._bound[name]
+    """`make(graphdef)` of the coding graphdef, built once per model and layout and kept: jitted
+    coding functions (offline, streaming steps, the stream-engine program) are bound to it, so it
+    is never hashed as a static argument (milliseconds a call). They take `coding_params`."""
+    unroll, graphdef, _ = self.coding()
+    if (name, unroll) not in self._bound:
+      self._bound[(name, unroll)] = make(graphdef)
+    return self._bound[(name, unroll)]
 
   # ---- construction ---------------------------------------------------------
   @classmethod
@@ -290,8 +298,8 @@ class CAT:
     fb = bucket(frames) if cfg.causal else frames  # non-causal stages would attend to the padding
     xp = np.zeros((b, fb * dr, c), np.float32)
     xp[:, :t] = x.transpose(0, 2, 1)
-    encode, _, params = self._offline()
-    codes, flen, hidden = encode(params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype)
+    encode, _ = self.bound("offline", offline_coders)
+    codes, flen, hidden = encode(self.coding_params, xp, jnp.asarray(lengths, jnp.int32), n_q=n_q, dtype=self.dtype)
     if cfg.v2:  # v2 trims codes and hidden states to the largest valid frame count
       flen = np.asarray(flen)
       frames = int(flen.max())
@@ -314,8 +322,8 @@ class CAT:
     fb = bucket(f) if self.config.causal else f
     cp = np.zeros((n_q, b, fb), np.int32)
     cp[:, :, :f] = codes
-    _, decode, params = self._offline()
-    audio, alen = decode(params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype)
+    _, decode = self.bound("offline", offline_coders)
+    audio, alen = decode(self.coding_params, cp, jnp.asarray(flen, jnp.int32), dtype=self.dtype)
     audio = np.asarray(audio)[:, : f * self.config.downsample_rate].transpose(0, 2, 1)
     return DecoderOutput(audio, np.asarray(alen))
 

@@ -1,7 +1,7 @@
 """Streaming state of CAT: per-stage KV caches and positions, plus the encoder's sample buffer.
 
 A state holds B independent streams. Each causal Transformer stage keeps the keys/values of
-its last `context - 1` frames (stacked over layers) in ring buffers (frame p in slot p % S, so
+its last `context - 1` frames (one buffer per layer) in ring buffers (frame p in slot p % S, so
 a step writes only its new frames, in place) and the position of its next frame, which is
 exactly what its sliding window needs, so any chunk size reproduces offline coding.
 States are plain NamedTuple pytrees; every function here is pure and jit-friendly.
@@ -20,8 +20,8 @@ from cat_jax.model.transformer import KVCache
 
 class StageState(NamedTuple):
   """One Transformer stage of B streams."""
-  cache: KVCache  # k, v: (L, B, H, S, Dh) ring buffers; pos: (L, B, S) int32, -1 = empty slot
-  offset: jax.Array  # (B,) int32 position of the stream's next frame at this stage
+  cache: KVCache  # k, v: L x (B, H, S, Dh) ring buffers
+  offset: jax.Array  # (B,) int32 position of the stream's next frame at this stage (0: fresh, all slots empty)
 
 
 class EncoderState(NamedTuple):
@@ -54,9 +54,13 @@ def cache_capacity(spec) -> int:
 
 
 def _stage_init(spec, batch: int, cache_dtype) -> StageState:
-  s, l = cache_capacity(spec), spec.num_layers
-  shape = (l, batch, spec.num_heads, s, spec.head_dim)  # k and v must be distinct buffers (donation)
-  return StageState(KVCache(jnp.zeros(shape, cache_dtype), jnp.zeros(shape, cache_dtype), jnp.full((l, batch, s), -1, jnp.int32)), jnp.zeros((batch,), jnp.int32))
+  s = cache_capacity(spec)
+  shape = (batch, spec.num_heads, s, spec.head_dim)
+
+  def bufs():  # one buffer per layer, all distinct (donation)
+    return tuple(jnp.zeros(shape, cache_dtype) for _ in range(spec.num_layers))
+
+  return StageState(KVCache(bufs(), bufs()), jnp.zeros((batch,), jnp.int32))
 
 
 def _stages_init(specs, batch: int, cache_dtype) -> tuple:
@@ -75,20 +79,14 @@ def init_decoder_state(config: CATConfig, batch: int, cache_dtype=jnp.float32) -
   return DecoderState(_stages_init(config.decoder, batch, cache_dtype))
 
 
-def _bcast(mask: jax.Array, ndim: int, axis: int) -> jax.Array:
-  return mask.reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
-
-
 def reset_streams(state, mask: jax.Array):
-  """Makes the streams where `mask` (B,) is True fresh. Empty slots (pos -1) are masked out of
-  attention with weight exactly 0, so clearing positions, offsets and fill is enough."""
+  """Makes the streams where `mask` (B,) is True fresh: at offset 0 every slot reads as empty
+  (transformer.slot_positions) and is masked out of attention with weight exactly 0, so clearing
+  offsets and fill is enough."""
   mask = jnp.asarray(mask, bool)
 
   def stage(st):
-    if st is None:
-      return None
-    pos = jnp.where(_bcast(mask, 3, 1), -1, st.cache.pos)
-    return StageState(st.cache._replace(pos=pos), jnp.where(mask, 0, st.offset))
+    return None if st is None else st._replace(offset=jnp.where(mask, 0, st.offset))
 
   stages = tuple(stage(st) for st in state.stages)
   if isinstance(state, EncoderState):

@@ -6,7 +6,8 @@ buffers updated in place, see stream_state) gives the offline codes bit for bit 
 audio to float rounding, for any K.
 
 Pure step functions take (graphdef, params, state, chunk) and return (state, outputs);
-`steps_for(model)` gives them jitted (once per chunk shape), consuming (donating) the state.
+`steps_for(model)` gives them jitted (once per chunk shape) with the model's weights bound,
+consuming (donating) the state.
 `encode_frames` / `decode_frames` code whole signals K frames at a time: they back
 `CAT.encode/decode(chunk_duration=...)` and the `stream-encode` / `stream-decode` commands.
 """
@@ -133,24 +134,26 @@ def decoder_step(graphdef, params, state: DecoderState, codes, active=None, rese
 
 
 class Steps(NamedTuple):
-  """The steps above jitted with one model's graphdef bound: call them as `f(params, state, ...)`."""
+  """The steps above for one model's weights: call them as `f(state, ...)` (no graphdef, no params)."""
   encode: Callable  # encoder_step
   push: Callable  # encoder_push
   flush: Callable  # encoder_flush
   decode: Callable  # decoder_step
 
 
-def make_steps(graphdef) -> Steps:
-  """The steps jitted with `graphdef` bound (compiled once per chunk shape; the state argument is donated)."""
+def make_steps(graphdef) -> tuple:
+  """The steps jitted with `graphdef` bound, taking (params, state, ...): compiled once per chunk
+  shape, the state argument donated."""
   def jit(fn, static):
     return jax.jit(functools.partial(fn, graphdef), static_argnames=static, donate_argnames=("state",))
-  return Steps(jit(encoder_step, ("n_q", "dtype")), jit(encoder_push, ("n_q", "dtype")),
-               jit(encoder_flush, ("n_q", "dtype")), jit(decoder_step, ("dtype",)))
+  return (jit(encoder_step, ("n_q", "dtype")), jit(encoder_push, ("n_q", "dtype")),
+          jit(encoder_flush, ("n_q", "dtype")), jit(decoder_step, ("dtype",)))
 
 
 def steps_for(model) -> Steps:
-  """The jitted steps of a cat_jax.CAT, built once per model."""
-  return model.bound("streaming", make_steps)
+  """The jitted steps of a cat_jax.CAT (built once per model) with its coding weights bound."""
+  jitted = model.bound("streaming", make_steps)
+  return Steps(*(functools.partial(lambda f, *a, **kw: f(model.coding_params, *a, **kw), f) for f in jitted))
 
 
 # ---- whole signals, K frames per step (CAT.encode / CAT.decode(chunk_duration=...), the CLI) ----
@@ -194,7 +197,7 @@ def encode_frames(model, x: np.ndarray, lengths: np.ndarray, n_q: int, k: int, p
   codes, hidden = [], []
   for i in (progress or iter)(range(n)):
     valid = np.clip(flen - i * k, 0, k).astype(np.int32)
-    state, cd, h = steps.encode(model.params, state, xp[:, i * k * dr:(i + 1) * k * dr], valid, n_q=n_q,
+    state, cd, h = steps.encode(state, xp[:, i * k * dr:(i + 1) * k * dr], valid, n_q=n_q,
                                 dtype=model.dtype)
     codes.append(np.asarray(cd))
     hidden.append(np.asarray(h))
@@ -217,6 +220,6 @@ def decode_frames(model, codes: np.ndarray, k: int, progress=None) -> np.ndarray
   keep = np.zeros((b,), bool)  # no resets; passed as an array so the program is shared with callers that reset
   out = []
   for i in (progress or iter)(range(n)):
-    state, a = steps.decode(model.params, state, cp[:, :, i * k:(i + 1) * k], None, keep, dtype=model.dtype)
+    state, a = steps.decode(state, cp[:, :, i * k:(i + 1) * k], None, keep, dtype=model.dtype)
     out.append(np.asarray(a))
   return np.concatenate(out, 1)[:, :f * model.config.downsample_rate]

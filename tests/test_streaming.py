@@ -7,6 +7,7 @@ from cat_jax import streaming as st
 from cat_jax.cli import main
 from cat_jax.errors import ConfigError
 from cat_jax.stream_state import init_decoder_state, init_encoder_state, state_bytes
+from cat_jax.model.transformer import slot_positions
 
 DR = 1920  # golden/tiny: samples per 80 ms token frame; context 0.32 s = 4 frames
 
@@ -80,7 +81,7 @@ def test_arbitrary_sample_chunks_and_reset(tiny_model, golden):
     reset = np.array([False, i == 2])
     if i == 2:
       assert int(state.fill[1]) == 2 * n - 2 * DR
-    state, codes, _, count = st.steps_for(m).push(m.params, state, chunk, reset, n_q=None)
+    state, codes, _, count = st.steps_for(m).push(state, chunk, reset, n_q=None)
     codes, count = np.asarray(codes), np.asarray(count)
     assert codes.shape == (8, 2, 2)
     counts.append(count)
@@ -89,7 +90,7 @@ def test_arbitrary_sample_chunks_and_reset(tiny_model, golden):
       got1.append(codes[:, 1, :count[1]])
   assert {int(c) for c in np.ravel(counts)} == {1, 2}
   assert int(state.fill[1]) == 17500 - 9 * DR
-  _, codes, _, count = st.steps_for(m).flush(m.params, state, n_q=None)
+  _, codes, _, count = st.steps_for(m).flush(state, n_q=None)
   assert int(count[1]) == 1
   got1.append(np.asarray(codes)[:, 1, :1])
   np.testing.assert_array_equal(np.concatenate(got0, -1)[:, :10], golden["stream_full_codes"][:, 0])
@@ -109,7 +110,7 @@ def test_decoder_reset_and_batched_streams(tiny_model, offline):
     c1 = codes[:, 1, i] if i < 5 else codes[:, 0, i - 5]
     step = np.stack([codes[:, 0, i], c1], 1)[:, :, None]
     reset = np.array([False, i == 5])
-    state, audio = st.steps_for(m).decode(m.params, state, step, None, reset)
+    state, audio = st.steps_for(m).decode(state, step, None, reset)
     out0.append(np.asarray(audio[0]))
     out1.append(np.asarray(audio[1]))
   out0 = np.concatenate(out0)[:, 0]
@@ -123,12 +124,13 @@ def test_decoder_reset_and_batched_streams(tiny_model, offline):
 def test_state_layout(tiny_model):
   """Ring buffers of context - 1 keys per stage (32, 16, 8, 4 frames at 100/50/25/12.5 Hz)."""
   s = init_encoder_state(tiny_model.config, 3)
-  caps = [x.cache.k.shape[3] for x in s.stages if x is not None]
+  caps = [x.cache.k[0].shape[2] for x in s.stages if x is not None]
   assert caps == [31, 15, 7, 3]
-  assert s.stages[1].cache.k.shape == (2, 3, 2, 31, 16)  # (layers, B, heads, slots, head_dim)
-  assert int(s.stages[1].cache.pos.max()) == -1 and s.buffer.shape == (3, DR, 1)
+  k = s.stages[1].cache.k
+  assert len(k) == 2 and k[0].shape == (3, 2, 31, 16)  # layers x (B, heads, slots, head_dim)
+  assert int(s.stages[1].offset.max()) == 0 and s.buffer.shape == (3, DR, 1)
   d = init_decoder_state(tiny_model.config, 1)
-  assert [x.cache.k.shape[3] for x in d.stages if x is not None] == [3, 7, 15, 31]
+  assert [x.cache.k[0].shape[2] for x in d.stages if x is not None] == [3, 7, 15, 31]
   assert state_bytes(d) > 0
 
 
@@ -139,11 +141,11 @@ def test_ring_buffer_slots(tiny_model):
   state = init_decoder_state(m.config, 2)
   steps = st.steps_for(m)
   for i in range(10):
-    state, _ = steps.decode(m.params, state, jnp.zeros((8, 2, 1), jnp.int32), np.array([True, i < 5]))
-  pos = np.asarray(state.stages[0].cache.pos)  # (layers, B, 3)
-  np.testing.assert_array_equal(pos[:, 0], [[9, 7, 8]] * pos.shape[0])
-  np.testing.assert_array_equal(pos[:, 1], [[3, 4, 2]] * pos.shape[0])
+    state, _ = steps.decode(state, jnp.zeros((8, 2, 1), jnp.int32), np.array([True, i < 5]))
   assert np.asarray(state.stages[0].offset).tolist() == [10, 5]
+  pos = np.asarray(slot_positions(state.stages[0].offset, 3))
+  np.testing.assert_array_equal(pos, [[9, 7, 8], [3, 4, 2]])
+  np.testing.assert_array_equal(np.asarray(slot_positions(jnp.array([0, 2, -5]), 3)), [[-1] * 3, [0, 1, -1], [-1] * 3])
 
 
 @pytest.mark.parametrize("bad", [0, -0.08, 0.05, 0.1, float("nan"), "0.08", True])

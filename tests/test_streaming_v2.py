@@ -56,7 +56,7 @@ def test_stereo_push_engine_equals_offline(v2_model, g2):
       chunk = part[None]
     else:
       chunk[0] = part
-    state, codes, _, count = steps.push(m.params, state, chunk, None, n_q=None)
+    state, codes, _, count = steps.push(state, chunk, None, n_q=None)
     got.append(np.asarray(codes)[:, 0, :int(count[0])])
   codes = np.concatenate(got, -1)
   np.testing.assert_array_equal(codes, g2["stream_full_codes"][:, 0])

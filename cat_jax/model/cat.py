@@ -35,7 +35,7 @@ def _build(specs, downsample: bool, key, remat: bool):
 
 def run_modules(modules, x, lengths, *, offsets=None, caches=None, dtype=None):
   """Runs a module list. offsets[i]: (B,) first position of Transformer i (streaming), caches[i]:
-  its stacked KV cache. Returns (x, lengths, new caches)."""
+  its KV cache (transformer.KVCache). Returns (x, lengths, new caches)."""
   new_caches = []
   for i, m in enumerate(modules):
     if isinstance(m, PatchedPretransform):

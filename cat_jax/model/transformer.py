@@ -24,27 +24,44 @@ ATTENTION_BLOCK = 128  # offline causal attention runs in query blocks of this m
 
 
 class KVCache(NamedTuple):
-  """Ring buffer of the keys/values of a stage's last S frames, layers stacked: position p lives
-  in slot p % S, so a step writes only its new frames (in place); pos -1 marks an empty slot."""
-  k: jax.Array  # (L, B, H, S, Dh): heads before slots, so the attention einsums need no transpose
-  v: jax.Array  # (L, B, H, S, Dh)
-  pos: jax.Array  # (L, B, S) int32
+  """Ring buffers of a stage's last S frames, one per layer: position p lives in slot p % S, so a
+  step writes only its new frames, in place. Which position a slot holds follows from the
+  stream's next position alone (`slot_positions`). Layers are separate buffers, not one stacked
+  array: each layer reads its own in place, where a slice of a stack is copied out first (XLA:CPU)."""
+  k: tuple  # L x (B, H, S, Dh): heads before slots, so the attention einsums need no transpose
+  v: tuple  # L x (B, H, S, Dh)
 
 
-def ring_write(cache: KVCache, new: KVCache) -> KVCache:
-  """Scatters the last min(T, S) of new entries (k, v: (L, B, T, H, Dh), pos: (L, B, T)) into
-  their ring slots pos % S, in place when the cache is donated. Entries at negative positions
-  (streams sitting out a step) are dropped."""
-  l, b, t = new.pos.shape
-  s = cache.pos.shape[-1]
-  m = min(t, s)  # older entries are out of every later window
-  pos = new.pos[..., t - m:]
-  slots = jnp.where(pos >= 0, pos % s, s + jnp.arange(m))  # (L, B, m): distinct; >= S is dropped
-  li, bi = jnp.arange(l)[:, None, None], jnp.arange(b)[None, :, None]
-  kw = dict(unique_indices=True, mode="drop")
-  return KVCache(cache.k.at[li, bi, :, slots].set(new.k[:, :, t - m:].astype(cache.k.dtype), **kw),
-                 cache.v.at[li, bi, :, slots].set(new.v[:, :, t - m:].astype(cache.v.dtype), **kw),
-                 cache.pos.at[li, bi, slots].set(pos, **kw))
+class LayerCache(NamedTuple):
+  """One layer's view of a KVCache."""
+  k: jax.Array  # (B, H, S, Dh)
+  v: jax.Array  # (B, H, S, Dh)
+  pos: jax.Array  # (B, S) int32 position held by each slot, -1: none (masked out)
+
+
+def slot_positions(first: jax.Array, s: int) -> jax.Array:
+  """(B, S): the position in each of S ring slots when a stream's next frame is at `first` (B,):
+  slot j holds the last position p < first with p % S == j, or -1 where that p < 0 (a fresh
+  stream, or one sitting out at a negative position)."""
+  p = first[:, None] - 1 - (first[:, None] - 1 - jnp.arange(s)) % s
+  return jnp.where(p >= 0, p, -1)
+
+
+def ring_write(buf: jax.Array, new: jax.Array, positions: jax.Array, after: jax.Array) -> jax.Array:
+  """Scatters a chunk's entries new (B, T, H, Dh) at `positions` (B, T) into their slots p % S of
+  buf (B, H, S, Dh), in place when buf is donated. Only the last min(T, S) can matter later;
+  entries at negative positions (streams sitting out) are dropped. `after` (B, ...): a result of
+  the reads of buf; the write is made to depend on it because XLA orders an in-place write after
+  the reads of the old value only through data (not through an optimization_barrier) and would
+  otherwise copy buf first. Per stream, so a broken stream cannot reach the others' caches."""
+  b, t = positions.shape
+  s = buf.shape[2]
+  m = min(t, s)
+  pos = positions[:, t - m:]
+  slots = jnp.where(pos >= 0, pos % s, s + jnp.arange(m))  # (B, m): distinct; >= S is dropped
+  tie = 0.0 * after.reshape(b, -1)[:, :1, None, None]  # (B, 1, 1, 1) zeros that depend on `after`
+  new = (new[:, t - m:] + tie.astype(new.dtype)).astype(buf.dtype)
+  return buf.at[jnp.arange(b)[:, None], :, slots].set(new, unique_indices=True, mode="drop")
 
 
 def rope_tables(positions: jax.Array, head_dim: int, max_period: float) -> tuple[jax.Array, jax.Array]:
@@ -104,7 +121,7 @@ class Attention(nnx.Module):
     self.in_proj = Dense((c,), (3, h, spec.head_dim), ("embed", "qkv", "heads", "head_dim"), key=k1)
     self.out_proj = Dense((h, spec.head_dim), (c,), ("heads", "head_dim", "embed"), key=k2)
 
-  def __call__(self, x, positions, *, cache: KVCache | None = None, dtype=None, tables=None, lengths=None):
+  def __call__(self, x, positions, *, cache: LayerCache | None = None, dtype=None, tables=None, lengths=None):
     """x: (B, T, C), positions: (B, T), tables: optional `rope_tables(positions)`; lengths (B,):
     v2's length masking (keys at or past the valid length are masked out, query rows there give
     exactly zero before out_proj), offline only. Returns (y (B, T, C), new cache or None)."""
@@ -145,10 +162,10 @@ class Attention(nnx.Module):
     probs = jnp.where(mask, probs, 0.0)  # rows with no key (padding slots) give 0, not NaN
     return jnp.einsum("bhts,bhsd->bhtd", probs.astype(v.dtype), v)
 
-  def _attend_cached(self, q, k, v, positions, cache: KVCache, dtype):
+  def _attend_cached(self, q, k, v, positions, cache: LayerCache, dtype):
     """Streaming: the chunk's T queries attend over one layer's cache slots (k, v: (B, H, S, Dh))
     and the chunk's own keys, one softmax over both and no concatenated copy of the cache.
-    q, k, v: (B, T, H, Dh). Returns (y, the chunk's entries), which `ring_write` stores after all layers."""
+    q, k, v: (B, T, H, Dh). Returns (y, the chunk's (k, v)), which the caller writes with `ring_write`."""
     s = cache.k.shape[2]
     positions = positions.astype(cache.pos.dtype)
     # Key-major (B, H, keys, T) logits: XLA:CPU runs K @ q^T and P^T-shaped contractions over the
@@ -163,7 +180,7 @@ class Attention(nnx.Module):
     probs = jnp.where(mask, probs, 0.0).astype(v.dtype)  # streams sitting out see no key
     out = (jnp.einsum("bhst,bhsd->bhtd", probs[:, :, :s], cache.v.astype(v.dtype))
            + jnp.einsum("bhst,bshd->bhtd", probs[:, :, s:], v))
-    return self.out_proj(jnp.swapaxes(out, 1, 2), dtype), KVCache(k, v, positions)
+    return self.out_proj(jnp.swapaxes(out, 1, 2), dtype), (k, v)
 
 
 class Gating(nnx.Module):
@@ -222,8 +239,8 @@ def _prepend_layer_axis(module: nnx.Module) -> None:
 class Transformer(nnx.Module):
   """`num_layers` layers stacked on a leading axis, scanned; optional sinusoidal embedding.
 
-  `unroll()` turns the stack into per-layer modules that run one after the other (offline CPU
-  coding, see `codec.unrolled`); nothing else changes."""
+  `unroll()` turns the stack into per-layer modules that run one after the other (CPU coding,
+  see `codec.unrolled`); nothing else changes. Streaming always runs the layers one by one."""
 
   def __init__(self, spec: TransformerSpec, *, key, remat: bool = False):
     self.spec = spec
@@ -242,40 +259,51 @@ class Transformer(nnx.Module):
 
   def unroll(self) -> None:
     """Replaces the stacked layers by per-layer modules whose weights are views of the stack
-    (zero-copy on the CPU, see `unstack_layers`). For offline coding only: streaming steps gain
-    nothing from it (their cost is not weight copies)."""
+    (zero-copy on the CPU, see `unstack_layers`), for coding on the CPU (`codec.unrolled`)."""
     if not self.unrolled:
       graphdef, state = nnx.split(self.layers)
       self.layers = nnx.List([nnx.merge(graphdef, s) for s in unstack_layers(state)])
 
   def __call__(self, x, positions, *, caches: KVCache | None = None, dtype=None, lengths=None):
-    """x: (B, T, C); caches: a KVCache with a leading layer axis (streaming), or None; lengths (B,):
-    v2's length masking (offline). Returns (x, new caches or None)."""
+    """x: (B, T, C); caches: the stage's KVCache (streaming), or None; lengths (B,): v2's length
+    masking (offline). Returns (x, updated caches or None)."""
     spec = self.spec
     if spec.positional_embedding in ("sin", "sin_rope"):
       x = x + spec.positional_scale * sin_embedding(positions, x.shape[-1], spec.max_period).astype(x.dtype)
     tables = None
     if spec.positional_embedding in ("rope", "sin_rope"):
       tables = rope_tables(positions, spec.head_dim, spec.max_period)
+    if caches is not None:
+      return self._stream(x, positions, caches, dtype, tables)
     if self.unrolled:
-      if caches is not None:
-        raise ValueError("unrolled layers serve offline coding only, not cached streaming")
       for layer in self.layers:
         x, _ = layer(x, positions, dtype=dtype, tables=tables, lengths=lengths)
       return x, None
     graphdef, state = nnx.split(self.layers)
 
-    def body(x, layer_in):
-      layer_state, cache = layer_in
-      return nnx.merge(graphdef, layer_state)(x, positions, cache=cache, dtype=dtype, tables=tables,
-                                              lengths=lengths)
+    def body(x, layer_state):
+      return nnx.merge(graphdef, layer_state)(x, positions, dtype=dtype, tables=tables, lengths=lengths)[0], None
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    x, new = jax.lax.scan(body, x, (state, caches))
-    # Streaming: the layers only read their caches (scan inputs); the chunk's entries are written
-    # once after the scan, in place, instead of every layer returning a rewritten cache.
-    return x, None if caches is None else ring_write(caches, new)
+    x, _ = jax.lax.scan(body, x, state)
+    return x, None
+
+  def _stream(self, x, positions, caches: KVCache, dtype, tables):
+    """The layers one after the other, each over its own cache, which it updates in place once
+    it has read it: a scan would slice (copy) every layer's cache and weights out of the stack."""
+    if self.unrolled:
+      layers = list(self.layers)
+    else:
+      graphdef, state = nnx.split(self.layers)
+      layers = [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(self.spec.num_layers)]
+    slot_pos = slot_positions(positions[:, 0], caches.k[0].shape[2])
+    ks, vs = [], []
+    for layer, k, v in zip(layers, caches.k, caches.v):
+      x, (k_new, v_new) = layer(x, positions, cache=LayerCache(k, v, slot_pos), dtype=dtype, tables=tables)
+      ks.append(ring_write(k, k_new, positions, after=x))  # x has read k and v
+      vs.append(ring_write(v, v_new, positions, after=x))
+    return x, KVCache(tuple(ks), tuple(vs))
 
 
 def unstack_layers(layers_state) -> list:

@@ -42,7 +42,7 @@ def test_unrolled_views_alias_the_stack_and_match_the_scan(golden_dir):
   model = codec.CAT.from_pretrained(golden_dir)
   assert codec.on_one_cpu(model.params)
   graphdef, params = codec.unrolled(model.graphdef, model.params)
-  assert model._offline()[2] is not model.params  # what CAT codes with here: the unrolled pair
+  assert model.coding_params is not model.params  # what CAT codes with here: the unrolled pair
   i = next(i for i, m in model.params["encoder"].items() if "transformer" in m)
   stacked = model.params["encoder"][i]["transformer"]["layers"]["linear1"]["kernel"][...]
   unstacked = params["encoder"][i]["transformer"]["layers"]
@@ -63,4 +63,4 @@ def test_unrolled_views_alias_the_stack_and_match_the_scan(golden_dir):
   np.testing.assert_allclose(dec_scan[0], dec_unrolled[0], atol=1e-5, rtol=0)
 
   model.params = jax.tree.map(lambda a: a + 0, model.params)  # new params drop the stale views
-  assert model._coder is None
+  assert model._coding is None
