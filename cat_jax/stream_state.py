@@ -20,7 +20,7 @@ from cat_jax.model.transformer import KVCache
 
 class StageState(NamedTuple):
   """One Transformer stage of B streams."""
-  cache: KVCache  # k, v: L x (B, H, S, Dh) ring buffers
+  cache: KVCache  # ring buffers: k L x (B, H, Dh, S), v L x (B, H, S, Dh)
   offset: jax.Array  # (B,) int32 position of the stream's next frame at this stage (0: fresh, all slots empty)
 
 
@@ -54,13 +54,12 @@ def cache_capacity(spec) -> int:
 
 
 def _stage_init(spec, batch: int, cache_dtype) -> StageState:
-  s = cache_capacity(spec)
-  shape = (batch, spec.num_heads, s, spec.head_dim)
+  s, h, dh = cache_capacity(spec), spec.num_heads, spec.head_dim
 
-  def bufs():  # one buffer per layer, all distinct (donation)
+  def bufs(shape):  # one buffer per layer, all distinct (donation)
     return tuple(jnp.zeros(shape, cache_dtype) for _ in range(spec.num_layers))
 
-  return StageState(KVCache(bufs(), bufs()), jnp.zeros((batch,), jnp.int32))
+  return StageState(KVCache(bufs((batch, h, dh, s)), bufs((batch, h, s, dh))), jnp.zeros((batch,), jnp.int32))
 
 
 def _stages_init(specs, batch: int, cache_dtype) -> tuple:

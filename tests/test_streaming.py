@@ -124,13 +124,14 @@ def test_decoder_reset_and_batched_streams(tiny_model, offline):
 def test_state_layout(tiny_model):
   """Ring buffers of context - 1 keys per stage (32, 16, 8, 4 frames at 100/50/25/12.5 Hz)."""
   s = init_encoder_state(tiny_model.config, 3)
-  caps = [x.cache.k[0].shape[2] for x in s.stages if x is not None]
+  caps = [x.cache.v[0].shape[2] for x in s.stages if x is not None]
   assert caps == [31, 15, 7, 3]
-  k = s.stages[1].cache.k
-  assert len(k) == 2 and k[0].shape == (3, 2, 31, 16)  # layers x (B, heads, slots, head_dim)
+  k, v = s.stages[1].cache
+  assert len(k) == len(v) == 2 and v[0].shape == (3, 2, 31, 16)  # layers x (B, heads, slots, head_dim)
+  assert k[0].shape == (3, 2, 16, 31)  # keys Dh-major
   assert int(s.stages[1].offset.max()) == 0 and s.buffer.shape == (3, DR, 1)
   d = init_decoder_state(tiny_model.config, 1)
-  assert [x.cache.k[0].shape[2] for x in d.stages if x is not None] == [3, 7, 15, 31]
+  assert [x.cache.k[0].shape[3] for x in d.stages if x is not None] == [3, 7, 15, 31]
   assert state_bytes(d) > 0
 
 

@@ -28,13 +28,13 @@ class KVCache(NamedTuple):
   step writes only its new frames, in place. Which position a slot holds follows from the
   stream's next position alone (`slot_positions`). Layers are separate buffers, not one stacked
   array: each layer reads its own in place, where a slice of a stack is copied out first (XLA:CPU)."""
-  k: tuple  # L x (B, H, S, Dh): heads before slots, so the attention einsums need no transpose
+  k: tuple  # L x (B, H, Dh, S): keys Dh-major, values slot-major (the attention einsums' layouts)
   v: tuple  # L x (B, H, S, Dh)
 
 
 class LayerCache(NamedTuple):
   """One layer's view of a KVCache."""
-  k: jax.Array  # (B, H, S, Dh)
+  k: jax.Array  # (B, H, Dh, S)
   v: jax.Array  # (B, H, S, Dh)
   pos: jax.Array  # (B, S) int32 position held by each slot, -1: none (masked out)
 
@@ -47,21 +47,22 @@ def slot_positions(first: jax.Array, s: int) -> jax.Array:
   return jnp.where(p >= 0, p, -1)
 
 
-def ring_write(buf: jax.Array, new: jax.Array, positions: jax.Array, after: jax.Array) -> jax.Array:
+def ring_write(buf: jax.Array, new: jax.Array, positions: jax.Array, after: jax.Array, slot_axis: int) -> jax.Array:
   """Scatters a chunk's entries new (B, T, H, Dh) at `positions` (B, T) into their slots p % S of
-  buf (B, H, S, Dh), in place when buf is donated. Only the last min(T, S) can matter later;
+  buf (B, H, S, Dh) (slot_axis 2) or (B, H, Dh, S) (slot_axis 3), in place when buf is donated. Only the last min(T, S) can matter later;
   entries at negative positions (streams sitting out) are dropped. `after` (B, ...): a result of
   the reads of buf; the write is made to depend on it because XLA orders an in-place write after
   the reads of the old value only through data (not through an optimization_barrier) and would
   otherwise copy buf first. Per stream, so a broken stream cannot reach the others' caches."""
   b, t = positions.shape
-  s = buf.shape[2]
+  s = buf.shape[slot_axis]
   m = min(t, s)
   pos = positions[:, t - m:]
   slots = jnp.where(pos >= 0, pos % s, s + jnp.arange(m))  # (B, m): distinct; >= S is dropped
   tie = 0.0 * after.reshape(b, -1)[:, :1, None, None]  # (B, 1, 1, 1) zeros that depend on `after`
   new = (new[:, t - m:] + tie.astype(new.dtype)).astype(buf.dtype)
-  return buf.at[jnp.arange(b)[:, None], :, slots].set(new, unique_indices=True, mode="drop")
+  index = (jnp.arange(b)[:, None], slice(None)) + (slice(None),) * (slot_axis - 2) + (slots,)
+  return buf.at[index].set(new, unique_indices=True, mode="drop")  # indexed (B, m, H, Dh) either way
 
 
 def rope_tables(positions: jax.Array, head_dim: int, max_period: float) -> tuple[jax.Array, jax.Array]:
@@ -163,23 +164,23 @@ class Attention(nnx.Module):
     return jnp.einsum("bhts,bhsd->bhtd", probs.astype(v.dtype), v)
 
   def _attend_cached(self, q, k, v, positions, cache: LayerCache, dtype):
-    """Streaming: the chunk's T queries attend over one layer's cache slots (k, v: (B, H, S, Dh))
-    and the chunk's own keys, one softmax over both and no concatenated copy of the cache.
-    q, k, v: (B, T, H, Dh). Returns (y, the chunk's (k, v)), which the caller writes with `ring_write`."""
-    s = cache.k.shape[2]
+    """Streaming: the chunk's T queries attend over one layer's cache slots (keys (B, H, Dh, S),
+    values (B, H, S, Dh)) and the chunk's own keys, one softmax over both and no concatenated copy
+    of the cache. q, k, v: (B, T, H, Dh). Returns (y, the chunk's (k, v)), which the caller writes
+    with `ring_write`."""
+    s = cache.v.shape[2]
     positions = positions.astype(cache.pos.dtype)
-    # Key-major (B, H, keys, T) logits: XLA:CPU runs K @ q^T and P^T-shaped contractions over the
-    # (B, H, S, Dh) cache several times faster than q @ K^T (bench_streaming, 100m at 64 streams).
-    l_old = jnp.einsum("bhsd,bthd->bhst", cache.k.astype(q.dtype), q, preferred_element_type=jnp.float32)
-    l_new = jnp.einsum("bshd,bthd->bhst", k, q, preferred_element_type=jnp.float32)
-    logits = jnp.concatenate([l_old, l_new], axis=-2) * (1.0 / math.sqrt(self.head_dim))  # (B, H, S + T, T)
+    # Query-major (B, H, T, keys) logits over Dh-major keys: of the layouts XLA:CPU offers for
+    # these small batched matmuls, the fastest (bench_streaming, 100m at 64 streams).
+    l_old = jnp.einsum("bhds,bthd->bhts", cache.k.astype(q.dtype), q, preferred_element_type=jnp.float32)
+    l_new = jnp.einsum("bshd,bthd->bhts", k, q, preferred_element_type=jnp.float32)
+    logits = jnp.concatenate([l_old, l_new], axis=-1) * (1.0 / math.sqrt(self.head_dim))  # (B, H, T, S + T)
     mask = attention_mask(positions, jnp.concatenate([cache.pos, positions], axis=1), self.context, self.causal)
-    mask = jnp.swapaxes(mask, 1, 2)[:, None]  # (B, 1, S + T, T)
-    logits = jnp.where(mask, logits, -jnp.inf)
-    probs = jax.nn.softmax(logits, axis=-2)
+    mask = mask[:, None]  # (B, 1, T, S + T)
+    probs = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
     probs = jnp.where(mask, probs, 0.0).astype(v.dtype)  # streams sitting out see no key
-    out = (jnp.einsum("bhst,bhsd->bhtd", probs[:, :, :s], cache.v.astype(v.dtype))
-           + jnp.einsum("bhst,bshd->bhtd", probs[:, :, s:], v))
+    out = (jnp.einsum("bhts,bhsd->bhtd", probs[..., :s], cache.v.astype(v.dtype))
+           + jnp.einsum("bhts,bshd->bhtd", probs[..., s:], v))
     return self.out_proj(jnp.swapaxes(out, 1, 2), dtype), (k, v)
 
 
@@ -297,12 +298,12 @@ class Transformer(nnx.Module):
     else:
       graphdef, state = nnx.split(self.layers)
       layers = [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(self.spec.num_layers)]
-    slot_pos = slot_positions(positions[:, 0], caches.k[0].shape[2])
+    slot_pos = slot_positions(positions[:, 0], caches.v[0].shape[2])
     ks, vs = [], []
     for layer, k, v in zip(layers, caches.k, caches.v):
       x, (k_new, v_new) = layer(x, positions, cache=LayerCache(k, v, slot_pos), dtype=dtype, tables=tables)
-      ks.append(ring_write(k, k_new, positions, after=x))  # x has read k and v
-      vs.append(ring_write(v, v_new, positions, after=x))
+      ks.append(ring_write(k, k_new, positions, after=x, slot_axis=3))  # x has read k and v
+      vs.append(ring_write(v, v_new, positions, after=x, slot_axis=2))
     return x, KVCache(tuple(ks), tuple(vs))
 
 
