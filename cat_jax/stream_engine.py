@@ -211,8 +211,8 @@ class StreamEngine:
     active = np.asarray(run, bool)
     reset = self._reset.copy()
     self._reset[:] = False
-    self._enc, self._dec, codes, out = self.program.call(self.model.coding_params, self._enc, self._dec, audio, valid, active,
-                                                     reset, n_q=self.n_q, dtype=self.model.dtype)
+    self._enc, self._dec, codes, out = self.program.call(self.model.coding_params, self._enc, self._dec, audio, valid,
+                                                         active, reset, n_q=self.n_q, dtype=self.model.dtype)
     codes, out = np.asarray(codes), np.asarray(out)
     self.steps += 1
     for i, s in enumerate(self._slots):

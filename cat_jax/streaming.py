@@ -152,8 +152,12 @@ def make_steps(graphdef) -> tuple:
 
 def steps_for(model) -> Steps:
   """The jitted steps of a cat_jax.CAT (built once per model) with its coding weights bound."""
-  jitted = model.bound("streaming", make_steps)
-  return Steps(*(functools.partial(lambda f, *a, **kw: f(model.coding_params, *a, **kw), f) for f in jitted))
+  def bind(jitted):
+    def step(*args, **kwargs):
+      return jitted(model.coding_params, *args, **kwargs)
+    return step
+
+  return Steps(*map(bind, model.bound("streaming", make_steps)))
 
 
 # ---- whole signals, K frames per step (CAT.encode / CAT.decode(chunk_duration=...), the CLI) ----

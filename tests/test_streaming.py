@@ -1,4 +1,7 @@
 """Streaming equals offline coding on golden/tiny: codes identical, audio within 1e-5, any chunk size."""
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -147,6 +150,22 @@ def test_ring_buffer_slots(tiny_model):
   pos = np.asarray(slot_positions(state.stages[0].offset, 3))
   np.testing.assert_array_equal(pos, [[9, 7, 8], [3, 4, 2]])
   np.testing.assert_array_equal(np.asarray(slot_positions(jnp.array([0, 2, -5]), 3)), [[-1] * 3, [0, 1, -1], [-1] * 3])
+
+
+def test_steps_update_the_caches_in_place(tiny_model):
+  """The compiled steps write each layer's ring buffers in place: no buffer of a cache's shape is
+  copied (XLA copies one whose in-place write it cannot order after the layer's reads)."""
+  m = tiny_model
+  for init, fn, arg in ((init_encoder_state, st.encoder_step, jnp.zeros((2, DR, 1))),
+                        (init_decoder_state, st.decoder_step, jnp.zeros((8, 2, 1), jnp.int32))):
+    state = init(m.config, 2)
+    shapes = {f"f32[{','.join(map(str, x.shape))}]" for x in jax.tree.leaves(state) if x.ndim == 4}
+    _, graphdef, params = m.coding()
+    hlo = jax.jit(functools.partial(fn, graphdef), donate_argnames=("state",)).lower(
+        params, state, arg).compile().as_text()
+    entry = hlo[hlo.index("ENTRY"):]
+    copies = [line for line in entry.split("\n") if " copy(" in line and any(f"= {sh}" in line for sh in shapes)]
+    assert len(shapes) >= 2 and not copies, copies[:2]
 
 
 @pytest.mark.parametrize("bad", [0, -0.08, 0.05, 0.1, float("nan"), "0.08", True])

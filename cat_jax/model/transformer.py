@@ -49,8 +49,9 @@ def slot_positions(first: jax.Array, s: int) -> jax.Array:
 
 def ring_write(buf: jax.Array, new: jax.Array, positions: jax.Array, after: jax.Array, slot_axis: int) -> jax.Array:
   """Scatters a chunk's entries new (B, T, H, Dh) at `positions` (B, T) into their slots p % S of
-  buf (B, H, S, Dh) (slot_axis 2) or (B, H, Dh, S) (slot_axis 3), in place when buf is donated. Only the last min(T, S) can matter later;
-  entries at negative positions (streams sitting out) are dropped. `after` (B, ...): a result of
+  buf (B, H, S, Dh) (slot_axis 2) or (B, H, Dh, S) (slot_axis 3), in place when buf is donated.
+  Only the last min(T, S) can matter later; entries at negative positions (streams sitting out)
+  are dropped. `after` (B, ...): a result of
   the reads of buf; the write is made to depend on it because XLA orders an in-place write after
   the reads of the old value only through data (not through an optimization_barrier) and would
   otherwise copy buf first. Per stream, so a broken stream cannot reach the others' caches."""
