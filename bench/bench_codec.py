@@ -4,11 +4,14 @@
 
 Reports compile time, steady-state seconds (median of --repeats), real-time factor, the
 FLOPs XLA counts per call and the weight bytes each call must read, so the result can be
-placed against this machine's compute and memory limits.
+placed against this machine's compute and memory limits: the rate of the codec's largest
+matmul, and the limit shape by shape (every weight matmul at the best rate XLA reaches at its
+own shape, measured in the same run).
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import os
@@ -49,6 +52,29 @@ def largest_matmul(cfg: CATConfig, seconds: float) -> tuple[int, int, int]:
             if isinstance(m, TransformerSpec)]
   tokens, m = max(stages, key=lambda s: s[0] * s[1].num_layers * s[1].d_model * s[1].ffn_hidden)
   return tokens, m.d_model, m.ffn_hidden
+
+
+def matmul_shapes(cfg: CATConfig, seconds: float) -> collections.Counter:
+  """{(m, k, n): count} of the weight matmuls of one offline encode + decode of a clip of
+  `seconds` (frames bucketed as CAT pads them): per Transformer stage its projections, q/k/v,
+  attention output and feed-forward products, once per layer."""
+  frames = bucket(-(-int(round(seconds * cfg.sampling_rate)) // cfg.downsample_rate))
+  shapes = collections.Counter()
+  for specs, down in ((cfg.encoder, True), (cfg.decoder, False)):
+    rates = stage_rates(specs, down, cfg.downsample_rate)
+    for m, r in zip(specs, rates):
+      if not isinstance(m, TransformerSpec):
+        continue
+      n, d = frames * r, m.d_model  # r: this stage's tokens per token frame
+      hidden = m.dim_feedforward if m.gating == "none" else m.ffn_hidden
+      per_layer = [(n, d, 3 * d), (n, d, d), (n, d, hidden if m.gating == "none" else 2 * hidden), (n, hidden, d)]
+      for shape in per_layer:
+        shapes[shape] += m.num_layers
+      if m.has_input_proj:
+        shapes[(n, m.input_dimension, d)] += 1
+      if m.has_output_proj:
+        shapes[(n, d, m.output_dimension)] += 1
+  return shapes
 
 
 def bench(model: CAT, params, seconds: float, repeats: int, dtype, unroll: bool) -> dict:
@@ -126,10 +152,24 @@ def main():
           f"{r['decode_cpu_s']:.2f} CPU-s")
     shape = largest_matmul(cfg, a.seconds)
     r["matmul_limit_gflop_per_s"] = matmul_peak(1.5, dtype, shape=shape) / 1e9
-    both = (r["encode_gflops"] + r["decode_gflops"]) / (r["encode_s"] + r["decode_s"])
-    print(f"[{name}] matmul limit at the codec's shapes ({shape[0]}, {shape[1]}) @ ({shape[1]}, {shape[2]}): "
+    total_s, total_gflop = r["encode_s"] + r["decode_s"], r["encode_gflops"] + r["decode_gflops"]
+    both = total_gflop / total_s
+    print(f"[{name}] matmul limit at the codec's largest shape ({shape[0]}, {shape[1]}) @ ({shape[1]}, {shape[2]}): "
           f"{r['matmul_limit_gflop_per_s']:.0f} GFLOP/s; encode+decode at {both:.0f} GFLOP/s = "
           f"{100 * both / r['matmul_limit_gflop_per_s']:.0f}% of it")
+    # The limit shape by shape: every weight matmul at the best rate XLA reaches at its own shape
+    # (the 12.5 Hz stage multiplies 64 tokens at a time, slower than 512), the rest at the largest's.
+    shapes = matmul_shapes(cfg, a.seconds)
+    limit_s, mm_gflop = 0.0, 0.0
+    for (m, k, n), count in sorted(shapes.items()):
+      gflop = 2 * m * k * n * count / 1e9
+      limit_s += gflop / (matmul_peak(0.3, dtype, shape=(m, k, n)) / 1e9)
+      mm_gflop += gflop
+    limit_s += max(total_gflop - mm_gflop, 0.0) / r["matmul_limit_gflop_per_s"]
+    r["shape_limit_s"] = limit_s
+    print(f"[{name}] limit shape by shape ({len(shapes)} weight-matmul shapes, {mm_gflop:.0f} of the "
+          f"{total_gflop:.0f} GFLOP, each at its best XLA rate; the rest at the largest's): {limit_s:.3f} s "
+          f"for encode+decode; measured {total_s:.3f} s = {100 * limit_s / total_s:.0f}% of the limit")
     results[name] = r
     del params
   if a.json:
