@@ -30,6 +30,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -123,22 +124,37 @@ def mem_available() -> float:
   return float("inf")
 
 
-def time_steps(step, state, args, budget_s: float, max_steps: int, warmup: int = 2):
-  """Runs `state, out = step(state, *args)` repeatedly; returns per-step seconds after warm-up."""
-  for _ in range(warmup):
+def time_steps(step, states: list, args, budget_s: float, max_steps: int, warmup: int = 2):
+  """Runs `state, out = step(state, *args)` for every shard's state at once (threads, as
+  StreamEngine runs its shards) repeatedly; returns per-step seconds after warm-up."""
+  pool = ThreadPoolExecutor(len(states))
+
+  def one(state):
     state, out = step(state, *args)
     jax.block_until_ready(out)
+    return state
+
+  for _ in range(warmup):
+    states = list(pool.map(one, states))
   times, end = [], time.perf_counter() + budget_s
   while len(times) < max_steps and (time.perf_counter() < end or len(times) < 5):
     t0 = time.perf_counter()
-    state, out = step(state, *args)
-    jax.block_until_ready(out)
+    states = list(pool.map(one, states))
     times.append(time.perf_counter() - t0)
+  pool.shutdown()
   return times
 
 
-def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_steps: int, mem_margin: float):
-  """Times one half of a configuration for each B; yields result rows."""
+def default_shards(streams: int) -> int:
+  """StreamEngine's default: one shard per core when that divides the streams."""
+  cores = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+  return cores if streams % cores == 0 else 1
+
+
+def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_steps: int, mem_margin: float,
+               shards: int | None = None):
+  """Times one half of a configuration for each B, its streams in `shards` program calls at once
+  (None: StreamEngine's default); yields result rows."""
   raw = raw_config(name)
   full = CATConfig.from_dict(raw)
   model = CAT.from_config(light(raw, "decoder_kwargs" if part == "encode" else "encoder_kwargs"))
@@ -155,25 +171,28 @@ def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_st
       yield {"config": name, "part": part, "streams": b, "skipped": f"needs ~{need / 2**30:.1f} GiB for caches, "
              f"{mem_available() / 2**30:.1f} GiB available"}
       continue
-    state = init(cfg, b)
+    n = shards or default_shards(b)
+    if b % n:
+      raise SystemExit(f"--shards {n} does not divide {b} streams")
+    states = [init(cfg, b // n) for _ in range(n)]
     if part == "encode":
-      frame = jnp.asarray(rng.normal(size=(b, cfg.downsample_rate, cfg.channels)).astype(np.float32) * 0.1)
+      frame = jnp.asarray(rng.normal(size=(b // n, cfg.downsample_rate, cfg.channels)).astype(np.float32) * 0.1)
 
       def step(s, x):
         s, codes, _ = steps.encode(s, x, n_q=None)
         return s, codes
       args = (frame,)
     else:
-      codes = jnp.asarray(rng.integers(0, cfg.codebook_size, (cfg.num_quantizers, b, 1)), jnp.int32)
+      codes = jnp.asarray(rng.integers(0, cfg.codebook_size, (cfg.num_quantizers, b // n, 1)), jnp.int32)
 
       def step(s, c):
         return steps.decode(s, c)
       args = (codes,)
     t0 = time.perf_counter()
-    times = time_steps(step, state, args, budget_s, max_steps)
-    del state
+    times = time_steps(step, states, args, budget_s, max_steps)
+    del states
     wall = time.perf_counter() - t0
-    yield {"config": name, "part": part, "streams": b, "steps": len(times),
+    yield {"config": name, "part": part, "streams": b, "shards": n, "steps": len(times),
            "median_s": statistics.median(times), "p99_s": float(np.percentile(times, 99)),
            "weights_bytes": params_bytes, "cache_bytes": per_stream * b, "gflop": costs["flops"] * b / 1e9,
            "params_half": costs["weights"], "wall_s": wall}
@@ -190,7 +209,7 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
         f"{'t_flop':>7} {'t_mem':>7} bound")
   for name, b in keys:
     parts = {r["part"]: r for r in rows if r["config"] == name and r["streams"] == b}
-    total = 0.0
+    total = limit = 0.0
     for part in ("encode", "decode"):
       r = parts.get(part)
       if r is None:
@@ -209,12 +228,15 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
       print(f"{name:9} {b:>3} {part:6} {r['median_s'] * 1e3:8.2f} {r['p99_s'] * 1e3:8.2f} {r['gflop']:7.2f} "
             f"{gb:8.3f} {t_flop * 1e3:6.1f}m {t_mem * 1e3:6.1f}m {r['bound']}")
       total += r["median_s"]
+      limit += max(t_flop, t_mem)
     if len(parts) == 2 and total == total:
       rt = total <= frame_s
-      print(f"{name:9} {b:>3} enc+dec {total * 1e3:7.2f} ms per {frame_s * 1e3:.0f} ms frame: "
+      shards = parts["encode"]["shards"]
+      print(f"{name:9} {b:>3} enc+dec {total * 1e3:7.2f} ms per {frame_s * 1e3:.0f} ms frame ({shards} shard"
+            f"{'s' if shards > 1 else ''}), bound {limit * 1e3:.1f} ms: {total / limit:.1f}x the bound; "
             f"{b * frame_s / total:.2f}x real time in aggregate, {'REAL-TIME' if rt else 'not real-time'}")
-      out.append({"config": name, "streams": b, "enc_dec_s": total, "realtime": rt,
-                  "aggregate_realtime_factor": b * frame_s / total})
+      out.append({"config": name, "streams": b, "shards": shards, "enc_dec_s": total, "bound_s": limit,
+                  "ratio": total / limit, "realtime": rt, "aggregate_realtime_factor": b * frame_s / total})
   return out
 
 
@@ -303,6 +325,8 @@ def main():
   p.add_argument("--parts", default="encode,decode")
   p.add_argument("--budget", type=float, default=8.0, help="seconds of timed steps per case (at least 5 steps)")
   p.add_argument("--max-steps", type=int, default=200)
+  p.add_argument("--shards", type=int, default=None, help="program calls per step, run at once on threads "
+                 "(default: StreamEngine's, one per core when that divides the streams)")
   p.add_argument("--mem-margin-gb", type=float, default=2.0, help="skip a case that would leave less free memory")
   p.add_argument("--json", default=None, help="also write all rows here")
   p.add_argument("--poisson", type=float, default=None, metavar="RATE",
@@ -333,7 +357,7 @@ def main():
   for name in a.configs.split(","):
     for part in a.parts.split(","):
       t0 = time.perf_counter()
-      for r in bench_part(name, part, streams, a.budget, a.max_steps, a.mem_margin_gb * 2**30):
+      for r in bench_part(name, part, streams, a.budget, a.max_steps, a.mem_margin_gb * 2**30, a.shards):
         rows.append(r)
         print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
       print(f"# {name} {part}: {time.perf_counter() - t0:.0f} s including model build and compiles", flush=True)

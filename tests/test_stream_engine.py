@@ -29,16 +29,18 @@ def _pieces(x, seed):
   return out
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_ragged_streams_join_leave_equal_offline(tiny_model, k):
+@pytest.mark.parametrize("k, shards", [(1, 1), (2, 1), (1, 3)])
+def test_ragged_streams_join_leave_equal_offline(tiny_model, k, shards):
   """Five streams (lengths: partial last frames, exact frames, under one frame) through 3 slots:
   pushed in ragged pieces between steps, joining at different steps; one stream is closed mid-run
-  and its slot reused by a new stream; one ends without waiting (end) and is closed later."""
+  and its slot reused by a new stream; one ends without waiting (end) and is closed later. With 3
+  shards every slot is its own program call, run on threads, skipped when its slot has no work."""
   m = tiny_model
   lengths = {"a": 5 * DR + 300, "b": 6 * DR, "c": 7 * DR + 1000, "d": 1500, "e": 4 * DR + 1}
   sig = {n: _signal(t, i) for i, (n, t) in enumerate(lengths.items())}
   todo = {n: _pieces(x, 10 + i) for i, (n, x) in enumerate(sig.items())}
-  eng = StreamEngine(m, capacity=3, chunk_frames=k)
+  eng = StreamEngine(m, capacity=3, chunk_frames=k, shards=shards)
+  assert eng.shard_size == 3 // shards
   ids, codes, audio = {}, {n: [] for n in sig}, {n: [] for n in sig}
   join = {"a": 0, "b": 0, "c": 2, "d": None, "e": None}  # d, e take freed slots
 
@@ -148,5 +150,7 @@ def test_errors(tiny_model):
   assert issubclass(StreamError, CATError)
   with pytest.raises(StreamError, match="capacity"):
     StreamEngine(tiny_model, capacity=0)
+  with pytest.raises(StreamError, match="shards must be a positive integer dividing the capacity 3"):
+    StreamEngine(tiny_model, capacity=3, shards=2)
   with pytest.raises(CATError, match="chunk frames"):
     StreamEngine(tiny_model, capacity=1, chunk_frames=0)
