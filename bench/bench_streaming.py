@@ -4,8 +4,10 @@
 
 For each configuration (random weights) and number of concurrent streams B, times the jitted
 encoder step (B frames of audio -> codes) and decoder step (B frames of codes -> audio) after
-warm-up: median and p99 seconds per step. A configuration is real-time for B streams when
-encode + decode of one frame for all B streams takes less than one frame (80 ms).
+warm-up: median and p99 seconds per step, the B streams split into shards whose calls run at once
+on threads as cat_jax.stream_engine.StreamEngine runs them (--shards; default one per core when
+that divides B). A configuration is real-time for B streams when encode + decode of one frame for
+all B streams takes less than one frame (80 ms).
 
 What bounds a step: every step reads all weights of its half once (independent of B) and each
 stream's KV caches once (ring buffers: only the new frames are written, in place); it computes
