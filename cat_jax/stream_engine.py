@@ -127,7 +127,7 @@ class StreamEngine:
     self._reset = np.zeros((self.capacity,), bool)  # slots to make fresh at their next step
     self._streams: dict[int, _Stream] = {}
     self._next_id = 0
-    self.steps = 0  # program calls so far
+    self.steps = 0  # steps that ran
 
   # ---- bookkeeping ------------------------------------------------------------
   @property
@@ -205,9 +205,10 @@ class StreamEngine:
       s.pushed += n
 
   def step(self) -> int:
-    """One program call for all slots: each stream with a whole chunk buffered codes it (encode,
-    then decode of its codes), an ended stream its zero-padded remainder (then its slot is freed).
-    Returns the number of streams served (0: nothing to do, no call made)."""
+    """One step of all slots (a program call per shard with a stream to serve, at once): each
+    stream with a whole chunk buffered codes it (encode, then decode of its codes), an ended stream
+    its zero-padded remainder (then its slot is freed). Returns the number of streams served (0:
+    nothing to do, no call made)."""
     b, k, dr = self.capacity, self.k, self.dr
     run = [s is not None and self._runs(s) for s in self._slots]
     if not any(run):
@@ -227,13 +228,14 @@ class StreamEngine:
     codes = np.zeros((self.n_q, b, k), np.int32)
     out = np.zeros_like(audio)
     n = self.shard_size
+    params = self.model.coding_params
 
     def call(i):  # shard i: slots [i * n, (i + 1) * n)
       part = slice(i * n, (i + 1) * n)
       reset = self._reset[part].copy()
       self._reset[part] = False  # consumed by this call; a shard not called keeps its resets
       self._enc[i], self._dec[i], c, a = self.program.call(
-          self.model.coding_params, self._enc[i], self._dec[i], audio[part], valid[part], active[part], reset,
+          params, self._enc[i], self._dec[i], audio[part], valid[part], active[part], reset,
           n_q=self.n_q, dtype=self.model.dtype)
       codes[:, part], out[part] = np.asarray(c), np.asarray(a)
 
