@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from cat_jax import CAT, CATConfig  # noqa: E402
 from cat_jax import streaming as st  # noqa: E402
 from cat_jax.config import PatchSpec  # noqa: E402
+from cat_jax.stream_engine import default_shards  # noqa: E402
 from cat_jax.stream_state import (cache_capacity, init_decoder_state, init_encoder_state, stage_rates,  # noqa: E402
                                   state_bytes)
 
@@ -145,12 +146,6 @@ def time_steps(step, states: list, args, budget_s: float, max_steps: int, warmup
     times.append(time.perf_counter() - t0)
   pool.shutdown()
   return times
-
-
-def default_shards(streams: int) -> int:
-  """StreamEngine's default: one shard per core when that divides the streams."""
-  cores = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
-  return cores if streams % cores == 0 else 1
 
 
 def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_steps: int, mem_margin: float,

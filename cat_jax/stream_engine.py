@@ -65,6 +65,12 @@ def make_program(graphdef) -> EngineProgram:
   return EngineProgram(jax.jit(step, static_argnames=("n_q", "dtype"), donate_argnames=("enc", "dec")), traces)
 
 
+def default_shards(capacity: int) -> int:
+  """One shard per CPU core when that divides the capacity, else 1; on accelerators 1."""
+  cores = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
+  return cores if capacity % cores == 0 else 1
+
+
 class _Stream:
   """Host side of one stream: its samples waiting for a whole chunk, and outputs not yet pulled."""
 
@@ -108,8 +114,7 @@ class StreamEngine:
     if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
       raise StreamError(f"capacity must be a positive integer, got {capacity!r}")
     if shards is None:
-      cores = (os.cpu_count() or 1) if jax.default_backend() == "cpu" else 1
-      shards = cores if capacity % cores == 0 else 1
+      shards = default_shards(capacity)
     if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1 or capacity % shards:
       raise StreamError(f"shards must be a positive integer dividing the capacity {capacity}, got {shards!r}")
     cfg = model.config
