@@ -5,9 +5,10 @@
 
 Each stage compiles at its own batch (`batch_size`, then `schedule.stage2_batch_size`, as the
 training loop feeds them); with equal batches and no --stage, one program holds both (lax.cond).
-An adversarial stage 2 with stage2_programs=2 (the default; step.SplitStep) is two programs, the
-discriminator update ('disc') and the generator update ('gen'), compiled and reported one by one;
-a batch fits when both do (--search_batch goes by the larger).
+An adversarial stage 2 with stage2_programs=3 (the default; step.SplitStep) is three programs, the
+discriminator update ('disc'), the adversarial losses' audio gradient ('adv') and the generator
+update ('gen'), compiled and reported one by one; a batch fits when all do (--search_batch goes by
+the largest).
 Prints per-chip HBM use (arguments, outputs, temporaries, total) from memory_analysis(),
 FLOPs per step from cost_analysis(), the mesh and the compile time. A batch that does not fit
 still reports the usage XLA states in its out-of-memory error. --search_batch finds the largest
@@ -83,7 +84,7 @@ class Report:
   flops: float  # per step and chip: XLA cost_analysis of the SPMD-partitioned program
   note: str = ""  # why a batch counted as not fitting
   model_flops: float = float("nan")  # per step, all chips: model_flops() (analytic)
-  program: str = "step"  # 'step' (one program per step), or 'disc' / 'gen' of a split stage 2
+  program: str = "step"  # 'step' (one program per step), or 'disc' / 'adv' / 'gen' of a split stage 2
 
 
 _SIZE = r"([0-9.]+)\s*([KMGT]i?)?B?"
@@ -161,9 +162,9 @@ def abstract_batch(cfg, trainer, mesh, batch: int) -> dict:
 
 
 def programs(trainer, stage) -> list[str]:
-  """The programs of one training step: ['step'], or ['disc', 'gen'] for a split stage 2."""
+  """The programs of one training step: ['step'], or step.SplitStep.programs for a split stage 2."""
   from cat_jax.train import step as step_lib
-  return ["disc", "gen"] if step_lib.split_applies(trainer, stage) else ["step"]
+  return list(step_lib.SplitStep.programs) if step_lib.split_applies(trainer, stage) else ["step"]
 
 
 def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int, program: str = "step") -> Report:
@@ -174,13 +175,15 @@ def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int, program: str =
   parallel.check_batch_divides(batch, mesh)
   state = parallel.sharded_abstract_state(trainer, mesh)
   step = parallel.make_sharded_train_step(trainer, mesh, stage=stage, split=program != "step")
-  if program not in ("step", "disc", "gen"):
-    raise ValueError(f"program={program!r}; expected 'step', 'disc' or 'gen'")
+  if program not in ("step", "disc", "adv", "gen"):
+    raise ValueError(f"program={program!r}; expected 'step', 'disc', 'adv' or 'gen'")
   with parallel.mesh_context(mesh):
     inputs = (state, abstract_batch(cfg, trainer, mesh, batch))
     fn = step if program == "step" else getattr(step, program)
-    if program == "gen":  # its third input: the disc program's metrics (replicated scalars)
-      inputs = (*inputs, jax.eval_shape(step.disc, *inputs)[1])
+    if program in ("adv", "gen"):  # what the programs before them hand on (see step.SplitStep)
+      _, d_mets, y = jax.eval_shape(step.disc, *inputs)
+      g, a_mets = jax.eval_shape(step.adv, state.disc, inputs[1], y)
+      inputs = (state.disc, inputs[1], y) if program == "adv" else (*inputs, {**d_mets, **a_mets}, g)
     t0 = time.perf_counter()
     compiled = fn.lower(*inputs).compile()
   secs = time.perf_counter() - t0
@@ -340,7 +343,7 @@ def main(argv, flags):
         reports.append(r)
       r = combine(reports)
       if len(reports) > 1:
-        print(f"batch {batch}: the step ({r.program}) {'fits' if r.fits else 'DOES NOT FIT'}: the larger program "
+        print(f"batch {batch}: the step ({r.program}) {'fits' if r.fits else 'DOES NOT FIT'}: the largest program "
               f"takes {r.total_gb:.2f} GiB per chip; compile {r.compile_s:.1f} s in all")
       return r
 

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from cat_jax.model.layers import fan_in_normal, param
@@ -29,12 +30,25 @@ class Conv2d(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((c_out,), jnp.float32), axes=("conv_out",))
 
   def __call__(self, x, dtype=None):
-    w = self.kernel[...]
-    if dtype is not None:
-      x, w = x.astype(dtype), w.astype(dtype)
-    y = jax.lax.conv_general_dilated(x, w, self.stride, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     preferred_element_type=jnp.float32)
-    return y + self.bias[...]
+    return grouped_conv([self], x, dtype)
+
+  def out_size(self, size: int, axis: int) -> int:
+    """Output length along spatial `axis` (0: H, 1: W) of an input of `size`."""
+    k, (lo, hi) = self.kernel.shape[axis], self.padding[axis]
+    return (size + lo + hi - k) // self.stride[axis] + 1
+
+
+def grouped_conv(convs: Sequence[Conv2d], x, dtype=None):
+  """Convs of equal shape as one grouped conv: x (N, H, W, G * c_in), group-major channels ->
+  (N, H', W', G * c_out), group g through convs[g]."""
+  c0 = convs[0]
+  w = jnp.concatenate([c.kernel[...] for c in convs], axis=-1) if len(convs) > 1 else c0.kernel[...]
+  b = jnp.concatenate([c.bias[...] for c in convs]) if len(convs) > 1 else c0.bias[...]
+  if dtype is not None:
+    x, w = x.astype(dtype), w.astype(dtype)
+  y = jax.lax.conv_general_dilated(x, w, c0.stride, c0.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                   feature_group_count=len(convs), preferred_element_type=jnp.float32)
+  return y + b
 
 
 def _lrelu(x):
@@ -68,7 +82,10 @@ class PeriodDiscriminator(nnx.Module):
 
 class BandedSTFTDiscriminator(nnx.Module):
   """Complex STFT (real, imag as 2 channels) split into frequency bands, one conv stack per band,
-  bands concatenated along frequency, then a shared output conv."""
+  bands concatenated along frequency, then a shared output conv. The band stacks run as one grouped
+  conv per layer (a fifth of the conv ops to compile): each band zero-padded to the widest, side by
+  side in the channel axis, and its positions past the band's own width zeroed after every layer,
+  which is the zero padding its own conv would have seen."""
 
   def __init__(self, n_fft: int, bands: Sequence[float], channels: int, *, key):
     self.n_fft = n_fft
@@ -92,15 +109,23 @@ class BandedSTFTDiscriminator(nnx.Module):
   def __call__(self, x, dtype=None):
     spec = spectral.stft(x, self.n_fft, self.n_fft // 4)  # (N, F, bins)
     z = jnp.stack([spec.real, spec.imag], axis=-1)  # (N, F, bins, 2)
-    feats, outs = [], []
-    for (lo, hi), convs in zip(self.bands, self.band_convs):
-      h = z[:, :, lo:hi]
-      for conv in convs:
-        h = _lrelu(conv(h, dtype))
-        feats.append(h)
-      outs.append(h)
-    h = jnp.concatenate(outs, axis=2)
-    return self.post(h, dtype), feats
+    widths = [hi - lo for lo, hi in self.bands]
+    g, n, f = len(widths), z.shape[0], z.shape[1]
+    h = jnp.stack([jnp.pad(z[:, :, lo:hi], ((0, 0), (0, 0), (0, max(widths) - (hi - lo)), (0, 0)))
+                   for lo, hi in self.bands], axis=3).reshape(n, f, max(widths), g * 2)  # (N, F, W, G * 2)
+    per_band = [[] for _ in range(g)]
+    layers = list(zip(*self.band_convs))
+    for i, convs in enumerate(layers):
+      h = _lrelu(grouped_conv(convs, h, dtype))  # (N, F, W', G * C)
+      widths = [convs[0].out_size(w, 1) for w in widths]
+      c = h.shape[-1] // g
+      for b, w in enumerate(widths):
+        per_band[b].append(h[:, :, :w, b * c:(b + 1) * c])
+      if i + 1 < len(layers):
+        valid = (np.arange(h.shape[2])[:, None] < np.asarray(widths)[None, :]).astype(np.float32)  # (W', G)
+        h = (h.reshape(*h.shape[:3], g, c) * valid[:, :, None]).reshape(h.shape)
+    h = jnp.concatenate([fs[-1] for fs in per_band], axis=2)
+    return self.post(h, dtype), [feat for fs in per_band for feat in fs]
 
 
 class Discriminators(nnx.Module):

@@ -88,9 +88,13 @@ def _sharded_disc_step(trainer, mesh, rules, state, batch):
   return step_lib.disc_step(trainer, state, _constrain_batch(batch, mesh, rules))
 
 
-def _sharded_gen_step(trainer, mesh, rules, state, batch, disc_metrics):
+def _sharded_adv_step(trainer, mesh, rules, disc, batch, y):
+  return step_lib.adv_step(trainer, disc, _constrain_batch(batch, mesh, rules), y)
+
+
+def _sharded_gen_step(trainer, mesh, rules, state, batch, metrics, audio_grad):
   batch = _constrain_batch(batch, mesh, rules)
-  return step_lib.train_step(trainer, state, batch, stage=2, disc_metrics=disc_metrics)
+  return step_lib.train_step(trainer, state, batch, stage=2, split=(metrics, audio_grad))
 
 
 def make_sharded_train_step(trainer: state_lib.Trainer, mesh: Mesh, stage: int | None = None, *,
@@ -101,19 +105,25 @@ def make_sharded_train_step(trainer: state_lib.Trainer, mesh: Mesh, stage: int |
   The state keeps its shardings across steps (donated: no second copy in HBM), the batch is
   split over ('data', 'fsdp'), metrics come back replicated. Call it (or `.lower` it) inside
   `mesh_context(mesh)`. Batches must hold exactly the keys of `batch_ndim`.
-  An adversarial stage=2 with `split` (None: config stage2_programs == 2) is a step_lib.SplitStep
-  of two such programs, `.disc` (state, batch) and `.gen` (state, batch, disc metrics).
+  An adversarial stage=2 with `split` (None: config stage2_programs == 3) is a step_lib.SplitStep
+  of three such programs, `.disc`, `.adv` and `.gen` (the generated audio and its gradient are
+  batch-sharded like the batch's audio).
   """
   state_sh = state_shardings(trainer, mesh, rules)
   batch_sh = batch_shardings(mesh, batch_ndim, rules)
   rep = NamedSharding(mesh, P())
   donate_argnums = (0,) if donate else ()
   if step_lib.split_applies(trainer, stage, split):
+    audio_sh = batch_sh["audio"]
     disc = jax.jit(functools.partial(_sharded_disc_step, trainer, mesh, rules), in_shardings=(state_sh, batch_sh),
-                   out_shardings=(state_sh, rep), donate_argnums=donate_argnums)
-    gen = jax.jit(functools.partial(_sharded_gen_step, trainer, mesh, rules), in_shardings=(state_sh, batch_sh, rep),
-                  out_shardings=(state_sh, rep), donate_argnums=donate_argnums)
-    return step_lib.SplitStep(disc, gen)
+                   out_shardings=(state_sh, rep, audio_sh), donate_argnums=donate_argnums)
+    adv = jax.jit(functools.partial(_sharded_adv_step, trainer, mesh, rules),
+                  in_shardings=(state_sh.disc, batch_sh, audio_sh), out_shardings=(audio_sh, rep),
+                  donate_argnums=(2,) if donate else ())
+    gen = jax.jit(functools.partial(_sharded_gen_step, trainer, mesh, rules),
+                  in_shardings=(state_sh, batch_sh, rep, audio_sh), out_shardings=(state_sh, rep),
+                  donate_argnums=donate_argnums)
+    return step_lib.SplitStep(disc, adv, gen)
   fn = functools.partial(_sharded_step, trainer, mesh, stage, rules)
   return jax.jit(fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, rep),
                  donate_argnums=donate_argnums)

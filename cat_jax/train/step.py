@@ -7,10 +7,12 @@ loss gradient w.r.t. its outputs is pulled back through the codec. Every array k
 batch axis; no host callbacks.
 
 Stage 2 runs as one program (the discriminators train on the stopped output of that same
-forward) or, with stage2_programs=2 (the default), as a `SplitStep` of two: `disc_step` (a plain
-codec forward, then the discriminator update) and the generator update through the updated
-discriminators. Both draw the iteration's key from the same state.rng: same dropout, same
-restart key, same result (to float rounding), at the cost of one more codec forward.
+forward) or, with stage2_programs=3 (the default), as a `SplitStep` of three: `disc_step` (a plain
+codec forward, then the discriminator update), `adv_step` (the adversarial and feature-matching
+losses through the updated discriminators and their gradient w.r.t. the generated audio) and the
+generator update (stage 1's step with that gradient pulled back through the codec). The codec
+programs draw the iteration's key from the same state.rng: same dropout, same restart key, same
+result (to float rounding), at the cost of one more codec forward.
 """
 from __future__ import annotations
 
@@ -85,16 +87,21 @@ def discriminator_update(trainer: Trainer, disc, disc_opt, x: jax.Array, y: jax.
   return new_disc, new_opt, {"disc_loss": d_loss, "grad_norm/disc": optax.tree.norm(d_grads)}, ok
 
 
-def _inputs(trainer: Trainer, batch: dict, rng: jax.Array):
-  """The masked audio x (B, T, C), lengths, the sample mask (B, T, 1) and quantizer dropout's
-  `active` (None without dropout), drawn from `rng` (the same in every program of one step)."""
+def _masked_audio(batch: dict):
+  """The masked audio x (B, T, C), lengths (B,) and the sample mask (B, T, 1) of a batch."""
   audio = batch["audio"].astype(jnp.float32)
   lengths = batch["lengths"].astype(jnp.int32)
-  b, t, _ = audio.shape
-  smask = losses.sample_mask(lengths, t)[..., None]
+  smask = losses.sample_mask(lengths, audio.shape[1])[..., None]
+  return audio * smask, lengths, smask
+
+
+def _inputs(trainer: Trainer, batch: dict, rng: jax.Array):
+  """`_masked_audio` and quantizer dropout's `active` (None without dropout), drawn from `rng`
+  (the same in every codec program of one step)."""
+  x, lengths, smask = _masked_audio(batch)
   p = trainer.config.quantizer_dropout
-  active = quantizer_dropout(rng, b, trainer.model_config.num_quantizers, p) if p > 0 else None
-  return audio * smask, lengths, smask, active
+  active = quantizer_dropout(rng, x.shape[0], trainer.model_config.num_quantizers, p) if p > 0 else None
+  return x, lengths, smask, active
 
 
 def _step_rng(state: TrainState, rng: jax.Array | None):
@@ -103,25 +110,48 @@ def _step_rng(state: TrainState, rng: jax.Array | None):
   return (own if rng is None else rng), next_rng
 
 
+def _adv_losses(trainer: Trainer, disc, x: jax.Array, y: jax.Array):
+  """(L_adv, L_feat) of generated y against real x, both (B, T, C) masked. The real audio's
+  features are constants of the generator loss (no tangent or cotangent is traced through them)."""
+  real_feats = jax.lax.stop_gradient(_disc(trainer, disc, x)[1])
+  fake, fake_feats = _disc(trainer, disc, y)
+  return losses.lsgan_generator_loss(fake), losses.feature_matching_loss(real_feats, fake_feats)
+
+
 def disc_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array | None = None):
   """Program 1 of a split stage-2 iteration: the codec forward alone (no vjp, nothing traced for a
   codec gradient) with the iteration's quantizer dropout, then `discriminator_update` on its
-  stopped output. Returns (state with new disc and disc_opt, disc metrics); everything else,
-  state.rng included, is left to the generator program (train_step with disc_metrics), which
-  draws the same key from the same state.rng."""
+  stopped output. Returns (state with new disc and disc_opt, disc metrics, the masked generated
+  audio y (B, T, C) for `adv_step`); everything else, state.rng included, is left to the generator
+  program (train_step with `split`), which draws the same key from the same state.rng."""
   rng, _ = _step_rng(state, rng)
   x, lengths, smask, active = _inputs(trainer, batch, rng)
   y = nnx.merge(trainer.codec_def, state.codec)(x, lengths, active, dtype=trainer.dtype).audio
-  disc, disc_opt, mets, ok = discriminator_update(trainer, state.disc, state.disc_opt,
-                                                  x, y.astype(jnp.float32) * smask)
+  y = y.astype(jnp.float32) * smask
+  disc, disc_opt, mets, ok = discriminator_update(trainer, state.disc, state.disc_opt, x, y)
   mets["disc_skipped"] = (~ok).astype(jnp.int32)
-  return state.replace(disc=disc, disc_opt=disc_opt), mets
+  return state.replace(disc=disc, disc_opt=disc_opt), mets, y
+
+
+def adv_step(trainer: Trainer, disc, batch: dict, y: jax.Array):
+  """Program 2 of a split stage-2 iteration: w_adv L_adv + w_feat L_feat of the masked generated
+  audio y (B, T, C) through the (updated) discriminators, and its gradient w.r.t. y: all the
+  generator program needs of them. Returns (dL/dy (B, T, C), {'adv', 'feat'})."""
+  w = trainer.config.loss
+  x, _, _ = _masked_audio(batch)
+
+  def loss_fn(y):
+    adv, feat = _adv_losses(trainer, disc, x, y)
+    return w.adv * adv + w.feat * feat, {"adv": adv, "feat": feat}
+
+  return jax.grad(loss_fn, has_aux=True)(y)
 
 
 def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: dict, rng: jax.Array,
-                disc_metrics: dict | None = None):
-  """One stage-1 or stage-2 iteration. `disc_metrics` (stage 2 only): `disc_step` has already
-  updated state.disc/disc_opt this iteration (its metrics come in here); None: update them here."""
+                split: tuple[dict, jax.Array] | None = None):
+  """One stage-1 or stage-2 iteration. `split` (stage 2 only): `disc_step` has already updated
+  state.disc/disc_opt this iteration and `adv_step` has scored its output: (their metrics, the
+  gradient of w_adv L_adv + w_feat L_feat w.r.t. the masked generated audio); None: do both here."""
   cfg = trainer.config
   w = cfg.loss
   x, lengths, smask, active = _inputs(trainer, batch, rng)
@@ -141,9 +171,10 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   # ---- discriminator update (stage 2 only) -----------------------------------------------
   disc, disc_opt = state.disc, state.disc_opt
   d_skip = jnp.zeros((), jnp.int32)
-  if adversarial and disc_metrics is not None:  # done by disc_step (program 1)
-    d_mets = dict(disc_metrics)
+  if adversarial and split is not None:  # done by disc_step and adv_step (programs 1 and 2)
+    d_mets = dict(split[0])
     d_skip = d_mets.pop("disc_skipped")
+    adv_parts = {k: d_mets.pop(k) for k in ("adv", "feat")}
     mets.update(d_mets)
   elif adversarial:
     disc, disc_opt, d_mets, d_ok = discriminator_update(trainer, state.disc, state.disc_opt, x, outs[0] * smask)
@@ -151,9 +182,6 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
     mets.update(d_mets)
   else:
     mets.update({"disc_loss": jnp.zeros(()), "grad_norm/disc": jnp.zeros(())})
-  # The real audio's features are constants of the generator loss: computed outside the
-  # differentiated function, so no tangent or cotangent is ever traced through them.
-  real_feats = jax.lax.stop_gradient(_disc(trainer, disc, x)[1]) if adversarial else None
 
   # ---- generator loss on the codec outputs ------------------------------------------------
   def g_loss_fn(outs, lm):
@@ -177,10 +205,13 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
       parts["wave_low"] = losses.waveform_loss(x, y, lengths, lowpass_hz=w.wave_lowpass_hz,
                                                sr=trainer.model_config.sampling_rate)
       total = total + w.wave_low * parts["wave_low"]
-    if adversarial:
-      fake, fake_feats = _disc(trainer, disc, y)
-      parts["adv"] = losses.lsgan_generator_loss(fake)
-      parts["feat"] = losses.feature_matching_loss(real_feats, fake_feats)
+    if adversarial and split is not None:
+      parts.update(adv_parts)
+      # the value of the adversarial terms (adv_step's) and their gradient: <dL/dy, y> - its value
+      dot = jnp.sum(jax.lax.stop_gradient(split[1]) * y)
+      total = total + w.adv * parts["adv"] + w.feat * parts["feat"] + (dot - jax.lax.stop_gradient(dot))
+    elif adversarial:
+      parts["adv"], parts["feat"] = _adv_losses(trainer, disc, x, y)
       total = total + w.adv * parts["adv"] + w.feat * parts["feat"]
     else:
       parts["adv"], parts["feat"] = jnp.zeros(()), jnp.zeros(())
@@ -236,12 +267,13 @@ def _restart_codes(cfg, state: TrainState, codec, counts, weights, latents, ok, 
 
 
 def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array | None = None, *,
-               stage: int | None = None, disc_metrics: dict | None = None):
+               stage: int | None = None, split: tuple[dict, jax.Array] | None = None):
   """One iteration -> (new state, metrics). `stage` None picks by state.step (< stage1_steps: 1)
   with lax.cond; 1 or 2 forces a stage statically (smaller programs). Stage 2 without any
   adversarial weight is the same as stage 1. rng defaults to state.rng (advanced every step).
-  `disc_metrics` (stage 2): the discriminators were already updated by `disc_step` on this
-  state and rng; this is then program 2 of the split step (the generator update)."""
+  `split` (stage 2): (the metrics of `disc_step` and `adv_step`, adv_step's audio gradient): the
+  discriminators were already updated on this state and rng; this is then the generator program
+  of the split step."""
   rng, next_rng = _step_rng(state, rng)
   state = state.replace(rng=next_rng)
   w = trainer.config.loss
@@ -249,49 +281,54 @@ def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array 
   stage1 = trainer.config.schedule.stage1_steps
   if stage is None and (stage1 <= 0 or not has_adv):
     stage = 2 if stage1 <= 0 else 1
-  if disc_metrics is not None and not (stage == 2 and has_adv):
-    raise ValueError("disc_metrics (a split step's generator program) needs stage=2 with adversarial losses")
+  if split is not None and not (stage == 2 and has_adv):
+    raise ValueError("split (a split step's generator program) needs stage=2 with adversarial losses")
   if stage is not None:
-    return _stage_step(trainer, stage == 2 and has_adv, state, batch, rng, disc_metrics)
+    return _stage_step(trainer, stage == 2 and has_adv, state, batch, rng, split)
   return jax.lax.cond(state.step < stage1, functools.partial(_stage_step, trainer, False),
                       functools.partial(_stage_step, trainer, True), state, batch, rng)
 
 
 def split_applies(trainer: Trainer, stage: int | None, split: bool | None = None) -> bool:
-  """Whether `stage` runs as two programs: a static adversarial stage 2 with split (None: the
-  config's stage2_programs == 2)."""
+  """Whether `stage` runs as a `SplitStep`: a static adversarial stage 2 with split (None: the
+  config's stage2_programs == 3)."""
   w = trainer.config.loss
   if split is None:
-    split = trainer.config.stage2_programs == 2
+    split = trainer.config.stage2_programs == 3
   return bool(split) and stage == 2 and bool(w.adv or w.feat)
 
 
 class SplitStep:
-  """A stage-2 iteration as two jitted programs, called like the single step:
+  """A stage-2 iteration as three jitted programs, called like the single step:
   (state, batch[, rng]) -> (state, metrics). `disc`: (state, batch[, rng]) -> (state with new
-  disc/disc_opt, disc metrics); `gen`: (state, batch, disc metrics[, rng]) -> (state, metrics).
-  Both draw the iteration's key from the same state.rng (only `gen` advances it), so they see
-  the same quantizer dropout and restart key as the single program."""
+  disc/disc_opt, disc metrics, generated audio y); `adv`: (state.disc, batch, y) -> (dL/dy,
+  adversarial metrics); `gen`: (state, batch, both programs' metrics, dL/dy[, rng]) -> (state,
+  metrics). `disc` and `gen` draw the iteration's key from the same state.rng (only `gen`
+  advances it), so they see the same quantizer dropout and restart key as the single program."""
 
-  def __init__(self, disc, gen):
-    self.disc, self.gen = disc, gen
+  programs = ("disc", "adv", "gen")
+
+  def __init__(self, disc, adv, gen):
+    self.disc, self.adv, self.gen = disc, adv, gen
 
   def __call__(self, state, batch, rng=None):
     extra = () if rng is None else (rng,)
-    state, d_mets = self.disc(state, batch, *extra)
-    return self.gen(state, batch, d_mets, *extra)
+    state, d_mets, y = self.disc(state, batch, *extra)
+    g, a_mets = self.adv(state.disc, batch, y)
+    return self.gen(state, batch, {**d_mets, **a_mets}, g, *extra)
 
 
 def make_train_step(trainer: Trainer, stage: int | None = None, donate: bool = True, compiler_options=None,
                     split: bool | None = None):
   """jax.jit(train_step) with the state donated: (state, batch[, rng]) -> (state, metrics).
   `compiler_options` go to XLA (tests use a low optimisation level to compile faster).
-  `split` (None: config stage2_programs == 2) makes an adversarial stage=2 a `SplitStep`."""
+  `split` (None: config stage2_programs == 3) makes an adversarial stage=2 a `SplitStep`."""
   kw = {"donate_argnums": (0,) if donate else (), "compiler_options": compiler_options}
   if split_applies(trainer, stage, split):
-    gen = lambda state, batch, d_mets, rng=None: train_step(trainer, state, batch, rng, stage=2,
-                                                             disc_metrics=d_mets)
-    return SplitStep(jax.jit(functools.partial(disc_step, trainer), **kw), jax.jit(gen, **kw))
+    gen = lambda state, batch, mets, g, rng=None: train_step(trainer, state, batch, rng, stage=2, split=(mets, g))
+    adv = jax.jit(functools.partial(adv_step, trainer), donate_argnums=(2,) if donate else (),
+                  compiler_options=compiler_options)  # y's buffer becomes dL/dy's
+    return SplitStep(jax.jit(functools.partial(disc_step, trainer), **kw), adv, jax.jit(gen, **kw))
   fn = functools.partial(train_step, trainer, stage=stage)
   return jax.jit(fn, **kw)
 

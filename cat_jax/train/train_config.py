@@ -278,9 +278,9 @@ class TrainConfig:
   trainable: str = "all"  # 'all' or '+'-joined parts of PARTS; frozen parts get exactly zero update
   remat: bool = False
   compute_dtype: str = "float32"  # 'float32' or 'bfloat16' (params stay float32)
-  # Stage 2 (adversarial) as 2 jitted programs (discriminator update, then generator update:
-  # smaller programs, one extra codec forward) or as 1 (both in one program). Same results.
-  stage2_programs: int = 2
+  # Stage 2 (adversarial) as 3 jitted programs (discriminator update; adversarial losses and their
+  # audio gradient; generator update: smaller programs, one extra codec forward) or as 1. Same results.
+  stage2_programs: int = 3
   checkpoint_every: int = 1000
   keep_checkpoints: int = 3
   eval_every: int = 0  # 0: no periodic evaluation
@@ -292,6 +292,8 @@ class TrainConfig:
     s = self.schedule
     if self.num_steps is None:
       object.__setattr__(self, "num_steps", s.stage1_steps + s.stage2_steps)
+    if self.stage2_programs == 2:  # runs saved before the split grew a third program: the same split
+      object.__setattr__(self, "stage2_programs", 3)
     _check(self.batch_size > 0, "batch_size", "must be > 0")
     _check(self.segment_seconds > 0, "segment_seconds", "must be > 0")
     _check(self.num_steps >= 0, "num_steps", "must be >= 0")
@@ -300,7 +302,7 @@ class TrainConfig:
            f"c.schedule.stage1_batch_size = c.get_ref('batch_size'))")
     _check(0 <= self.quantizer_dropout <= 1, "quantizer_dropout", "must be in [0, 1]")
     _check(self.compute_dtype in COMPUTE_DTYPES, "compute_dtype", f"expected one of {COMPUTE_DTYPES}")
-    _check(self.stage2_programs in (1, 2), "stage2_programs", "must be 1 or 2")
+    _check(self.stage2_programs in (1, 3), "stage2_programs", "must be 1 or 3")
     try:
       parts = parse_trainable(self.trainable)
     except ConfigError as e:

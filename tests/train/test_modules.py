@@ -67,3 +67,35 @@ def test_text_loss_values():
   expected = (ce0 + 2 * np.log(v)) / 3  # targets 80, 81, EOS
   assert float(text_loss(logits, text, lengths)) == pytest.approx(expected, rel=1e-6)
   assert float(text_loss(jnp.ones((2, 5, v)), text, jnp.array([0, 0]))) == 0.0
+
+
+def _bands_one_by_one(d: BandedSTFTDiscriminator, x):
+  """The STFT discriminator's definition, band by band (what its grouped conv must equal)."""
+  from cat_jax.train import spectral
+  spec = spectral.stft(x, d.n_fft, d.n_fft // 4)
+  z = jnp.stack([spec.real, spec.imag], axis=-1)
+  feats, outs = [], []
+  for (lo, hi), convs in zip(d.bands, d.band_convs):
+    h = z[:, :, lo:hi]
+    for conv in convs:
+      h = jax.nn.leaky_relu(conv(h), 0.1)
+      feats.append(h)
+    outs.append(h)
+  return d.post(jnp.concatenate(outs, axis=2)), feats
+
+
+@pytest.mark.parametrize("n_fft", [256, 512])
+def test_stft_discriminator_grouped_bands_equal_band_by_band(n_fft):
+  """Unequal band widths (odd ones too), random biases: the padded positions never leak in."""
+  d = BandedSTFTDiscriminator(n_fft, (0.0, 0.1, 0.25, 0.5, 0.75, 1.0), 3, key=jax.random.key(0))
+  for i, (path, v) in enumerate(nnx.iter_graph(d)):
+    if isinstance(v, nnx.Param) and path[-1] == "bias":
+      v[...] = jax.random.normal(jax.random.key(i), v[...].shape)
+  assert len({hi - lo for lo, hi in d.bands}) > 2
+  x = jax.random.normal(jax.random.key(1), (2, 3000))
+  logits, feats = nnx.jit(lambda d, x: d(x))(d, x)
+  ref_logits, ref_feats = nnx.jit(_bands_one_by_one)(d, x)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-5, atol=1e-5)
+  assert [f.shape for f in feats] == [f.shape for f in ref_feats]
+  for a, b in zip(feats, ref_feats):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

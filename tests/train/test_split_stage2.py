@@ -1,6 +1,6 @@
-"""Stage 2 as two programs (step.SplitStep: the discriminator update, then the generator update)
-gives the single adversarial program's result: parameters, both optimiser states, EMA, code usage,
-the rng stream and every metric."""
+"""Stage 2 as three programs (step.SplitStep: the discriminator update, the adversarial losses'
+audio gradient, then the generator update) gives the single adversarial program's result:
+parameters, both optimiser states, EMA, code usage, the rng stream and every metric."""
 import jax
 import numpy as np
 import pytest
@@ -36,11 +36,11 @@ def _small_cfg(fast_cfg):
 @pytest.fixture(scope="module")
 def setup(fast_cfg):
   trainer = state_lib.build_trainer(_small_cfg(fast_cfg))
-  assert trainer.config.stage2_programs == 2  # the default the training loop uses
+  assert trainer.config.stage2_programs == 3  # the default the training loop uses
   state = jax.jit(lambda k: state_lib.init_state(trainer, k), compiler_options=FAST)(jax.random.key(0))  # eager init: slower
   one = step_lib.make_train_step(trainer, stage=2, donate=False, compiler_options=FAST, split=False)
-  two = step_lib.make_train_step(trainer, stage=2, donate=False, compiler_options=FAST)
-  return trainer, state, one, two
+  split = step_lib.make_train_step(trainer, stage=2, donate=False, compiler_options=FAST)
+  return trainer, state, one, split
 
 
 def _assert_trees_close(a, b, what):
@@ -54,29 +54,33 @@ def _assert_trees_close(a, b, what):
 
 
 def test_split_program_kinds(setup):
-  trainer, _, one, two = setup
-  assert isinstance(two, step_lib.SplitStep) and not isinstance(one, step_lib.SplitStep)
+  trainer, _, one, split = setup
+  assert isinstance(split, step_lib.SplitStep) and not isinstance(one, step_lib.SplitStep)
   assert not step_lib.split_applies(trainer, 1) and not step_lib.split_applies(trainer, None)
   assert step_lib.split_applies(trainer, 2) and not step_lib.split_applies(trainer, 2, split=False)
 
 
-def test_two_programs_equal_one(setup, batch_fn):
+def test_three_programs_equal_one(setup, batch_fn):
   """Two iterations (the second from each path's own state): the same state and metrics."""
-  trainer, state, one, two = setup
+  trainer, state, one, split = setup
   b1, b2 = batch_fn(seed=0), batch_fn(seed=1)
   s_one, m_one = one(state, b1)
-  mid, d_mets = two.disc(state, b1)  # program 1 alone: only the discriminators move
+  mid, d_mets, y = split.disc(state, b1)  # program 1 alone: only the discriminators move
   for part in ("codec", "lm", "gen_opt", "ema", "rng", "step", "skipped", "code_usage"):
     _assert_trees_close(getattr(state, part), getattr(mid, part), f"disc program changed {part}")
   assert int(d_mets["disc_skipped"]) == 0
-  s_two, m_two = two.gen(mid, b1, d_mets)
+  assert y.shape == b1["audio"].shape and float(np.abs(np.asarray(y)).max()) > 0
+  g, a_mets = split.adv(mid.disc, b1, y)
+  assert sorted(a_mets) == ["adv", "feat"] and g.shape == y.shape
+  assert float(np.abs(np.asarray(g)).max()) > 0
+  s_two, m_two = split.gen(mid, b1, {**d_mets, **a_mets}, g)
   assert int(m_one["codebook_restarts"]) > 0 and float(m_one["active_mean"]) < 4  # the key was used
   for part in ("codec", "lm", "disc", "gen_opt", "disc_opt", "ema", "rng", "step", "skipped", "code_usage"):
     _assert_trees_close(getattr(s_one, part), getattr(s_two, part), f"step 1 {part}")
   assert sorted(m_one) == sorted(m_two)
   _assert_trees_close(m_one, m_two, "step 1 metrics")
   s_one2, m_one2 = one(s_one, b2)
-  s_two2, m_two2 = two(s_two, b2)  # SplitStep.__call__: both programs
+  s_two2, m_two2 = split(s_two, b2)  # SplitStep.__call__: all three programs
   _assert_trees_close(s_one2, s_two2, "step 2 state")
   _assert_trees_close(m_one2, m_two2, "step 2 metrics")
   assert int(s_two2.step) == 2 and float(m_two2["disc_loss"]) > 0 and float(m_two2["feat"]) > 0

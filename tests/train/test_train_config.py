@@ -199,3 +199,12 @@ def test_train_py_errors_are_one_line(tmp_path):
   assert run(f"--config={root}/configs/tiny.py:ci", "--config.data.source=tfds").startswith(
       "train.py: error: data.source='tfds': ")
   assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def test_stage2_programs_values(config_fn):
+  c = config_fn("tiny", "ci")
+  assert train_config.parse(c).stage2_programs == 3
+  c.stage2_programs = 2  # what runs saved before the three-program split hold: the same split
+  assert train_config.parse(c).stage2_programs == 3
+  c.stage2_programs = 4
+  assert _error(c) == "stage2_programs=4: must be 1 or 3"
