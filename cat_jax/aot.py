@@ -195,7 +195,7 @@ def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int, program: str =
   alias = getattr(m, "alias_size_in_bytes", 0)
   total = args + out - alias + temp + getattr(m, "generated_code_size_in_bytes", 0)
   # the analytic count (the step's Transformers, forward + backward) goes with the gen program
-  mflops = model_flops(cfg, trainer.model_config, batch) if program != "disc" else float("nan")
+  mflops = model_flops(cfg, trainer.model_config, batch) if program in ("step", "gen") else float("nan")
   return Report(batch, total <= hbm, secs, args * gb, out * gb, temp * gb, alias * gb, total * gb,
                 float((cost or {}).get("flops", float("nan"))), model_flops=mflops, program=program)
 

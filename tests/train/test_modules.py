@@ -69,33 +69,30 @@ def test_text_loss_values():
   assert float(text_loss(jnp.ones((2, 5, v)), text, jnp.array([0, 0]))) == 0.0
 
 
-def _bands_one_by_one(d: BandedSTFTDiscriminator, x):
-  """The STFT discriminator's definition, band by band (what its grouped conv must equal)."""
-  from cat_jax.train import spectral
-  spec = spectral.stft(x, d.n_fft, d.n_fft // 4)
-  z = jnp.stack([spec.real, spec.imag], axis=-1)
-  feats, outs = [], []
-  for (lo, hi), convs in zip(d.bands, d.band_convs):
-    h = z[:, :, lo:hi]
-    for conv in convs:
-      h = jax.nn.leaky_relu(conv(h), 0.1)
-      feats.append(h)
-    outs.append(h)
-  return d.post(jnp.concatenate(outs, axis=2)), feats
-
-
 @pytest.mark.parametrize("n_fft", [256, 512])
 def test_stft_discriminator_grouped_bands_equal_band_by_band(n_fft):
   """Unequal band widths (odd ones too), random biases: the padded positions never leak in."""
+  from cat_jax.train import spectral
   d = BandedSTFTDiscriminator(n_fft, (0.0, 0.1, 0.25, 0.5, 0.75, 1.0), 3, key=jax.random.key(0))
   for i, (path, v) in enumerate(nnx.iter_graph(d)):
     if isinstance(v, nnx.Param) and path[-1] == "bias":
       v[...] = jax.random.normal(jax.random.key(i), v[...].shape)
   assert len({hi - lo for lo, hi in d.bands}) > 2
-  x = jax.random.normal(jax.random.key(1), (2, 3000))
-  logits, feats = nnx.jit(lambda d, x: d(x))(d, x)
-  ref_logits, ref_feats = nnx.jit(_bands_one_by_one)(d, x)
-  np.testing.assert_allclose(np.asarray(logits), np.asarray(ref_logits), rtol=1e-5, atol=1e-5)
-  assert [f.shape for f in feats] == [f.shape for f in ref_feats]
-  for a, b in zip(feats, ref_feats):
+  spec = spectral.stft(jax.random.normal(jax.random.key(1), (2, 3000)), n_fft, n_fft // 4)
+  z = jnp.stack([spec.real, spec.imag], axis=-1)
+  grouped = nnx.jit(lambda d, z: d._grouped(z))(d, z)
+  one_by_one = nnx.jit(lambda d, z: d._band_by_band(z))(d, z)
+  assert [f.shape for f in grouped] == [f.shape for f in one_by_one]
+  for a, b in zip(grouped, one_by_one):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_stft_discriminator_form_follows_the_platform():
+  """Lowered for CPU: one conv per band and layer; for TPU or GPU (an AOT compile on this host too):
+  one grouped conv per layer."""
+  d = BandedSTFTDiscriminator(256, (0.0, 0.1, 0.25, 0.5, 0.75, 1.0), 3, key=jax.random.key(0))
+  x = jnp.zeros((2, 3000))
+  text = {p: jax.jit(lambda x: d(x)[0]).trace(x).lower(lowering_platforms=(p,)).as_text() for p in ("cpu", "tpu", "cuda")}
+  assert text["cpu"].count("stablehlo.convolution") == 26 and "feature_group_count = 5" not in text["cpu"]
+  for p in ("tpu", "cuda"):
+    assert text[p].count("stablehlo.convolution") == 6 and text[p].count("feature_group_count = 5") == 5, p
