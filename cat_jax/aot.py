@@ -182,8 +182,12 @@ def compile_step(cfg, trainer, mesh, batch: int, stage, hbm: int, program: str =
     fn = step if program == "step" else getattr(step, program)
     if program in ("adv", "gen"):  # what the programs before them hand on (see step.SplitStep)
       _, d_mets, y = jax.eval_shape(step.disc, *inputs)
-      g, a_mets = jax.eval_shape(step.adv, state.disc, inputs[1], y)
-      inputs = (state.disc, inputs[1], y) if program == "adv" else (*inputs, {**d_mets, **a_mets}, g)
+      adv_inputs = (state.disc, inputs[1], y)
+      if program == "adv":
+        inputs = adv_inputs
+      else:
+        g, a_mets = jax.eval_shape(step.adv, *adv_inputs)
+        inputs = (*inputs, {**d_mets, **a_mets}, g)
     t0 = time.perf_counter()
     compiled = fn.lower(*inputs).compile()
   secs = time.perf_counter() - t0

@@ -42,8 +42,8 @@ def grouped_conv(convs: Sequence[Conv2d], x, dtype=None):
   """Convs of equal shape as one grouped conv: x (N, H, W, G * c_in), group-major channels ->
   (N, H', W', G * c_out), group g through convs[g]."""
   c0 = convs[0]
-  w = jnp.concatenate([c.kernel[...] for c in convs], axis=-1) if len(convs) > 1 else c0.kernel[...]
-  b = jnp.concatenate([c.bias[...] for c in convs]) if len(convs) > 1 else c0.bias[...]
+  w = jnp.concatenate([c.kernel[...] for c in convs], axis=-1)
+  b = jnp.concatenate([c.bias[...] for c in convs])
   if dtype is not None:
     x, w = x.astype(dtype), w.astype(dtype)
   y = jax.lax.conv_general_dilated(x, w, c0.stride, c0.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),

@@ -94,7 +94,7 @@ def _sharded_adv_step(trainer, mesh, rules, disc, batch, y):
 
 def _sharded_gen_step(trainer, mesh, rules, state, batch, metrics, audio_grad):
   batch = _constrain_batch(batch, mesh, rules)
-  return step_lib.train_step(trainer, state, batch, stage=2, split=(metrics, audio_grad))
+  return step_lib.train_step(trainer, state, batch, stage=2, adv_inputs=(metrics, audio_grad))
 
 
 def make_sharded_train_step(trainer: state_lib.Trainer, mesh: Mesh, stage: int | None = None, *,

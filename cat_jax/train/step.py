@@ -123,7 +123,7 @@ def disc_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array |
   codec gradient) with the iteration's quantizer dropout, then `discriminator_update` on its
   stopped output. Returns (state with new disc and disc_opt, disc metrics, the masked generated
   audio y (B, T, C) for `adv_step`); everything else, state.rng included, is left to the generator
-  program (train_step with `split`), which draws the same key from the same state.rng."""
+  program (train_step with `adv_inputs`), which draws the same key from the same state.rng."""
   rng, _ = _step_rng(state, rng)
   x, lengths, smask, active = _inputs(trainer, batch, rng)
   y = nnx.merge(trainer.codec_def, state.codec)(x, lengths, active, dtype=trainer.dtype).audio
@@ -148,8 +148,8 @@ def adv_step(trainer: Trainer, disc, batch: dict, y: jax.Array):
 
 
 def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: dict, rng: jax.Array,
-                split: tuple[dict, jax.Array] | None = None):
-  """One stage-1 or stage-2 iteration. `split` (stage 2 only): `disc_step` has already updated
+                adv_inputs: tuple[dict, jax.Array] | None = None):
+  """One stage-1 or stage-2 iteration. `adv_inputs` (stage 2 only): `disc_step` has already updated
   state.disc/disc_opt this iteration and `adv_step` has scored its output: (their metrics, the
   gradient of w_adv L_adv + w_feat L_feat w.r.t. the masked generated audio); None: do both here."""
   cfg = trainer.config
@@ -171,8 +171,8 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
   # ---- discriminator update (stage 2 only) -----------------------------------------------
   disc, disc_opt = state.disc, state.disc_opt
   d_skip = jnp.zeros((), jnp.int32)
-  if adversarial and split is not None:  # done by disc_step and adv_step (programs 1 and 2)
-    d_mets = dict(split[0])
+  if adversarial and adv_inputs is not None:  # done by disc_step and adv_step (programs 1 and 2)
+    d_mets = dict(adv_inputs[0])
     d_skip = d_mets.pop("disc_skipped")
     adv_parts = {k: d_mets.pop(k) for k in ("adv", "feat")}
     mets.update(d_mets)
@@ -205,10 +205,10 @@ def _stage_step(trainer: Trainer, adversarial: bool, state: TrainState, batch: d
       parts["wave_low"] = losses.waveform_loss(x, y, lengths, lowpass_hz=w.wave_lowpass_hz,
                                                sr=trainer.model_config.sampling_rate)
       total = total + w.wave_low * parts["wave_low"]
-    if adversarial and split is not None:
+    if adversarial and adv_inputs is not None:
       parts.update(adv_parts)
       # the value of the adversarial terms (adv_step's) and their gradient: <dL/dy, y> - its value
-      dot = jnp.sum(jax.lax.stop_gradient(split[1]) * y)
+      dot = jnp.sum(jax.lax.stop_gradient(adv_inputs[1]) * y)
       total = total + w.adv * parts["adv"] + w.feat * parts["feat"] + (dot - jax.lax.stop_gradient(dot))
     elif adversarial:
       parts["adv"], parts["feat"] = _adv_losses(trainer, disc, x, y)
@@ -267,11 +267,11 @@ def _restart_codes(cfg, state: TrainState, codec, counts, weights, latents, ok, 
 
 
 def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array | None = None, *,
-               stage: int | None = None, split: tuple[dict, jax.Array] | None = None):
+               stage: int | None = None, adv_inputs: tuple[dict, jax.Array] | None = None):
   """One iteration -> (new state, metrics). `stage` None picks by state.step (< stage1_steps: 1)
   with lax.cond; 1 or 2 forces a stage statically (smaller programs). Stage 2 without any
   adversarial weight is the same as stage 1. rng defaults to state.rng (advanced every step).
-  `split` (stage 2): (the metrics of `disc_step` and `adv_step`, adv_step's audio gradient): the
+  `adv_inputs` (stage 2): (the metrics of `disc_step` and `adv_step`, adv_step's audio gradient): the
   discriminators were already updated on this state and rng; this is then the generator program
   of the split step."""
   rng, next_rng = _step_rng(state, rng)
@@ -281,10 +281,10 @@ def train_step(trainer: Trainer, state: TrainState, batch: dict, rng: jax.Array 
   stage1 = trainer.config.schedule.stage1_steps
   if stage is None and (stage1 <= 0 or not has_adv):
     stage = 2 if stage1 <= 0 else 1
-  if split is not None and not (stage == 2 and has_adv):
-    raise ValueError("split (a split step's generator program) needs stage=2 with adversarial losses")
+  if adv_inputs is not None and not (stage == 2 and has_adv):
+    raise ValueError("adv_inputs (a split step's generator program) needs stage=2 with adversarial losses")
   if stage is not None:
-    return _stage_step(trainer, stage == 2 and has_adv, state, batch, rng, split)
+    return _stage_step(trainer, stage == 2 and has_adv, state, batch, rng, adv_inputs)
   return jax.lax.cond(state.step < stage1, functools.partial(_stage_step, trainer, False),
                       functools.partial(_stage_step, trainer, True), state, batch, rng)
 
@@ -325,7 +325,7 @@ def make_train_step(trainer: Trainer, stage: int | None = None, donate: bool = T
   `split` (None: config stage2_programs == 3) makes an adversarial stage=2 a `SplitStep`."""
   kw = {"donate_argnums": (0,) if donate else (), "compiler_options": compiler_options}
   if split_applies(trainer, stage, split):
-    gen = lambda state, batch, mets, g, rng=None: train_step(trainer, state, batch, rng, stage=2, split=(mets, g))
+    gen = lambda state, batch, mets, g, rng=None: train_step(trainer, state, batch, rng, stage=2, adv_inputs=(mets, g))
     adv = jax.jit(functools.partial(adv_step, trainer), donate_argnums=(2,) if donate else (),
                   compiler_options=compiler_options)  # y's buffer becomes dL/dy's
     return SplitStep(jax.jit(functools.partial(disc_step, trainer), **kw), adv, jax.jit(gen, **kw))
