@@ -34,17 +34,14 @@ def get_config(arg=None):
       quantizer={"input_dim": d, "rvq_dim": d, "output_dim": d, "num_quantizers": 4, "codebook_size": 1024,
                  "codebook_dim": 8, "quantizer_type": "rlfq"})  # TRAINING.md: rlfq, 8-dim codes, 1024 entries
   c.loss = recipes.loss_config()  # TRAINING.md: 20 sem + 15 rec + 0.25 commit + 1 codebook + 1 adv + 2 feat
-  # + 30 x time-domain L1 (ours, EnCodec's l_t): demo run STOI 0.732 with it vs 0.667 without (1400 steps,
-  # same seed); at 300 it learns phase (SI-SDR -7 vs -25 dB at step 500) but loses STOI (0.43 vs 0.50).
-  c.loss.wave = 30.0
-  if arg is None:  # the hour run: ask for the waveform's phase below 1 kHz, where the pitch lives (ours).
-    # Without it the decoder buzzes at its 100 Hz patch rate (F0 match 0.01); at 3000 steps (one core
-    # each, same seed) STOI 0.805 / PESQ-WB 1.143 / F0 match 0.76 against 0.752 / 1.061 / 0.008. It pays
-    # only with steps: at the demo's 1250 it scores 0.694 against 0.734, so the demo keeps wave 30. This
-    # hour run: STOI 0.846, PESQ-WB 1.32 on the unseen voice at 2000 bit/s (Codec2 3200: 0.820, 1.26).
-    c.loss.wave, c.loss.wave_low, c.loss.wave_lowpass_hz = 0.0, 300.0, 1000.0
-  # CPU-scale lr and warm-up (ours): at the demo's 1250 steps, STOI 0.734 against 0.725 / 0.728 / 0.721 / 0.673
-  # at lr 6e-4 / 1.4e-3 / 2e-3 / 3e-3 (in-training eval, one core each).
+  # + a time-domain L1 (ours, EnCodec's l_t) on the difference below 1 kHz only, where the pitch lives:
+  # without it the decoder buzzes at its 100 Hz patch rate (F0 match 0.01). At 3000 steps (one core each,
+  # same seed) STOI 0.805 / PESQ-WB 1.143 / F0 match 0.76 against 0.752 / 1.061 / 0.008 for the full-band
+  # L1 at 30. It pays only with steps (at 1250 steps of batch 8: 0.694 against 0.734), so the demo runs
+  # more, smaller steps (below).
+  c.loss.wave_low, c.loss.wave_lowpass_hz = 300.0, 1000.0
+  # CPU-scale lr and warm-up (ours): at 1250 steps of batch 8 (full-band L1), STOI 0.734 against 0.725 /
+  # 0.728 / 0.721 / 0.673 at lr 6e-4 / 1.4e-3 / 2e-3 / 3e-3 (in-training eval, one core each).
   c.optim = recipes.optim_config(lr=1e-3, warmup_steps=200)
   c.optim.gen.decay = c.optim.disc.decay = "cosine"
   # Narrow (ours): the complex-STFT discriminator dominates a stage-2 step here (4.2 s at 16 channels).
@@ -52,10 +49,14 @@ def get_config(arg=None):
   c.lm = recipes.lm_config(d_model=128, num_layers=2, num_heads=4, dim_feedforward=512)  # L_sem on transcripts
   c.quantizer_dropout = 1.0  # TRAINING.md (DAC's 0.5 measured no better here at 6.5 min: 0.59 vs 0.64 STOI)
   c.codebook_restart = ml_collections.ConfigDict({"decay": 0.95, "threshold": 0.05})  # codebook_restart.py
-  # Steps sized for the wall clock of 2 cores: ~0.36 s a stage-1 step, ~2.1 s a stage-2 step (55 min in all;
-  # 6000 + 120 steps took 43 min and scored 0.830 / 1.26).
-  stage1, stage2 = {None: (8000, 120), "demo": (1250, 0), "ci": (6, 2)}[arg]  # demo: <= 15 min in all
-  c.batch_size = 8
+  # Steps sized for the wall clock of 2 cores (this machine's speed varies by up to 25%): a stage-1 step
+  # takes 0.34 s at batch 8, 0.20 s at batch 4; a stage-2 step ~2.1 s (the hour run: 55 min in all). The
+  # demo takes more, smaller steps: with the full-band L1, batch 4 x 2500 steps (574 s) scored STOI 0.741
+  # where batch 8 x 1500 (700 s) scored 0.740; with the low-passed L1, batch 4 x 3600 steps scored 0.785
+  # against 0.747 with the full-band L1 (26 unseen-voice clips, 2000 bit/s), but took 15 min 40 s in all;
+  # 2500 steps: 0.744 in 10 min 06 s.
+  stage1, stage2 = {None: (8000, 120), "demo": (3000, 0), "ci": (6, 2)}[arg]  # demo: <= 15 min in all
+  c.batch_size = 4 if arg == "demo" else 8
   c.schedule = ml_collections.ConfigDict({
       "stage1_steps": stage1, "stage2_steps": stage2,
       "stage1_batch_size": c.get_ref("batch_size"),  # the same number: batch_size is the stage-1 batch
@@ -66,7 +67,7 @@ def get_config(arg=None):
   c.seed = 0
   c.segment_seconds = 1.28  # 64 frames; most recordings are 0.6-5.5 s
   c.checkpoint_every = 500
-  c.eval_every = 625 if arg == "demo" else 500
+  c.eval_every = 1500 if arg == "demo" else 500
   c.eval_clips, c.eval_batch_size, c.eval_segment_seconds = 8, 8, 4.0
   c.data = ml_collections.ConfigDict({
       "source": f"corpus:{CORPUS}/recorded_train.jsonl",  # built offline on first use
@@ -76,8 +77,9 @@ def get_config(arg=None):
   c.init_from = ml_collections.config_dict.placeholder(str)  # a str or None: --config.init_from=DIR works
   c.trainable = "all"
   c.remat = False
+  c.scan_layers = False  # unrolled: a stage-1 step 0.35 s against 0.40 s scanned (bench_train_step, batch 8)
   c.compute_dtype = "float32"
-  c.optim.gen.flatten = c.optim.disc.flatten = True  # one flat vector: fast CPU compiles (optimizer.py)
+  c.optim.gen.flatten = c.optim.disc.flatten = False  # per leaf: a stage-1 step 0.32 s against 0.35 s flat
   if arg == "ci":
     c.batch_size = 2  # both stages
     c.segment_seconds = 0.32

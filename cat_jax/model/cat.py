@@ -25,11 +25,11 @@ class ForwardOutput(NamedTuple):
   frame_lengths: jax.Array  # (B,)
 
 
-def _build(specs, downsample: bool, key, remat: bool):
+def _build(specs, downsample: bool, key, remat: bool, scan_layers: bool):
   keys = jax.random.split(key, len(specs))
   return nnx.List([
       PatchedPretransform(s.patch_size, downsample) if isinstance(s, PatchSpec)
-      else ProjectedTransformer(s, key=k, remat=remat)
+      else ProjectedTransformer(s, key=k, remat=remat, scan_layers=scan_layers)
       for s, k in zip(specs, keys)])
 
 
@@ -74,12 +74,12 @@ def deinterleave(config: CATConfig, x: jax.Array, lengths: jax.Array):
 class CATModel(nnx.Module):
   """Encoder, quantizer and decoder of CAT as one NNX module."""
 
-  def __init__(self, config: CATConfig, *, key: jax.Array, remat: bool = False):
+  def __init__(self, config: CATConfig, *, key: jax.Array, remat: bool = False, scan_layers: bool = True):
     k1, k2, k3 = jax.random.split(key, 3)
     self.config = config
-    self.encoder = _build(config.encoder, True, k1, remat)
+    self.encoder = _build(config.encoder, True, k1, remat, scan_layers)
     self.quantizer = ResidualQuantizer(config.quantizer, key=k2)
-    self.decoder = _build(config.decoder, False, k3, remat)
+    self.decoder = _build(config.decoder, False, k3, remat, scan_layers)
 
   def encode_latents(self, audio: jax.Array, lengths: jax.Array, *, dtype=None):
     """audio: (B, T, C) with T a multiple of downsample_rate -> (hidden (B, F, D), frame lengths (B,))."""

@@ -244,9 +244,10 @@ class Transformer(nnx.Module):
   `unroll()` turns the stack into per-layer modules that run one after the other (CPU coding,
   see `codec.unrolled`); nothing else changes. Streaming always runs the layers one by one."""
 
-  def __init__(self, spec: TransformerSpec, *, key, remat: bool = False):
+  def __init__(self, spec: TransformerSpec, *, key, remat: bool = False, scan_layers: bool = True):
     self.spec = spec
     self.remat = remat
+    self.scan_layers = scan_layers  # False: the scan fully unrolled (XLA:CPU then slices no weights out of the stack)
 
     @nnx.vmap(in_axes=0, out_axes=0)
     def make(k):
@@ -288,7 +289,7 @@ class Transformer(nnx.Module):
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    x, _ = jax.lax.scan(body, x, state)
+    x, _ = jax.lax.scan(body, x, state, unroll=1 if self.scan_layers else max(self.spec.num_layers, 1))
     return x, None
 
   def _stream(self, x, positions, caches: KVCache, dtype, tables):
@@ -324,12 +325,12 @@ class ProjectedTransformer(nnx.Module):
   """input_proj -> Transformer -> output_proj; v1 drops a projection whose widths are equal, v2
   keeps it as a learned square matrix (`spec.has_input_proj` / `has_output_proj`)."""
 
-  def __init__(self, spec: TransformerSpec, *, key, remat: bool = False):
+  def __init__(self, spec: TransformerSpec, *, key, remat: bool = False, scan_layers: bool = True):
     k1, k2, k3 = jax.random.split(key, 3)
     self.spec = spec
     if spec.has_input_proj:
       self.input_proj = Dense((spec.input_dimension,), (spec.d_model,), ("io", "embed"), key=k1)
-    self.transformer = Transformer(spec, key=k2, remat=remat)
+    self.transformer = Transformer(spec, key=k2, remat=remat, scan_layers=scan_layers)
     if spec.has_output_proj:
       self.output_proj = Dense((spec.d_model,), (spec.output_dimension,), ("embed", "io"), key=k3)
 

@@ -24,7 +24,7 @@ class SemanticLM(nnx.Module):
 
   def __init__(self, input_dim: int, *, key, d_model: int = 64, num_layers: int = 2, num_heads: int = 4,
                dim_feedforward: int = 256, vocab_size: int = VOCAB_SIZE, gating: str = "none",
-               norm: str = "layer_norm", remat: bool = False):
+               norm: str = "layer_norm", remat: bool = False, scan_layers: bool = True):
     k1, k2, k3, k4 = jax.random.split(key, 4)
     self.spec = TransformerSpec(
         input_dimension=d_model, output_dimension=d_model, d_model=d_model, num_heads=num_heads,
@@ -32,7 +32,7 @@ class SemanticLM(nnx.Module):
         positional_embedding="rope", gating=gating, context=None)
     self.adapter = Dense((input_dim,), (d_model,), ("io", "embed"), key=k1)
     self.embed = param(k2, jax.nn.initializers.normal(1.0), (vocab_size, d_model), ("vocab", "embed"))
-    self.transformer = Transformer(self.spec, key=k3, remat=remat)
+    self.transformer = Transformer(self.spec, key=k3, remat=remat, scan_layers=scan_layers)
     self.norm = make_norm(norm, d_model)
     self.head = Dense((d_model,), (vocab_size,), ("embed", "vocab"), key=k4)
 

@@ -67,8 +67,9 @@ def model_config(cfg) -> CATConfig:
 
 def _modules(cfg: TrainConfig, key):
   k1, k2, k3 = jax.random.split(key, 3)
-  codec = CATModel(cfg.model, key=k1, remat=cfg.remat)
-  lm = SemanticLM(cfg.model.quantizer.output_dim, key=k2, remat=cfg.remat, **dataclasses.asdict(cfg.lm))
+  codec = CATModel(cfg.model, key=k1, remat=cfg.remat, scan_layers=cfg.scan_layers)
+  lm = SemanticLM(cfg.model.quantizer.output_dim, key=k2, remat=cfg.remat, scan_layers=cfg.scan_layers,
+                  **dataclasses.asdict(cfg.lm))
   d = cfg.disc
   disc = Discriminators(key=k3, periods=d.periods, period_channels=d.period_channels, fft_sizes=d.fft_sizes,
                         bands=d.bands, stft_channels=d.stft_channels)
