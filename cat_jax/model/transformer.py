@@ -289,7 +289,7 @@ class Transformer(nnx.Module):
 
     if self.remat:
       body = jax.checkpoint(body, prevent_cse=False)
-    x, _ = jax.lax.scan(body, x, state, unroll=1 if self.scan_layers else max(self.spec.num_layers, 1))
+    x, _ = jax.lax.scan(body, x, state, unroll=not self.scan_layers)  # True: no loop at all
     return x, None
 
   def _stream(self, x, positions, caches: KVCache, dtype, tables):
