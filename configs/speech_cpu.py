@@ -50,7 +50,7 @@ def get_config(arg=None):
   c.quantizer_dropout = 1.0  # TRAINING.md (DAC's 0.5 measured no better here at 6.5 min: 0.59 vs 0.64 STOI)
   c.codebook_restart = ml_collections.ConfigDict({"decay": 0.95, "threshold": 0.05})  # codebook_restart.py
   # Steps sized for the wall clock of 2 cores (this machine's speed varies by up to 25%): a stage-1 step
-  # takes 0.34 s at batch 8, 0.20 s at batch 4; a stage-2 step ~2.1 s (the hour run: 55 min in all). The
+  # takes 0.31 s at batch 8, 0.20 s at batch 4; a stage-2 step ~2.2 s (the hour run: 50 min in all). The
   # demo takes more, smaller steps: with the full-band L1, batch 4 x 2500 steps (574 s) scored STOI 0.741
   # where batch 8 x 1500 (700 s) scored 0.740; with the low-passed L1, batch 4 x 3600 steps scored 0.785
   # against 0.747 with the full-band L1 (26 unseen-voice clips, 2000 bit/s), but took 15 min 40 s in all;
