@@ -14,7 +14,9 @@ stream's KV caches once (ring buffers: only the new frames are written, in place
 2 FLOPs per weight per token plus attention over the window.
 Both are computed here and set against this machine's measured matmul rate and read bandwidth.
 The half not being timed is built with one layer per stage, so the released model (7 GB) is
-never resident at once.
+never resident at once. `--pipeline` also times the step of StreamEngine(pipeline=True): each
+shard's encoder call and its decoder call (of the step before's codes) at once on threads, the
+whole model resident, against the same bound.
 
   .venv/bin/python bench/bench_streaming.py --configs tiny --poisson 4 --streams 8 --arrivals 16
 
@@ -195,6 +197,33 @@ def bench_part(name: str, part: str, streams: list[int], budget_s: float, max_st
            "params_half": costs["weights"], "wall_s": wall}
 
 
+def bench_pipelined(name: str, streams: list[int], budget_s: float, max_steps: int, shards: int | None = None):
+  """Times the pipelined StreamEngine's step (`pipeline=True`): every shard's encoder call and its
+  decoder call (of the step before's codes) at once on threads, with the whole model; yields rows."""
+  model = CAT.from_config(raw_config(name))
+  cfg = model.config
+  steps = st.steps_for(model)
+  rng = np.random.default_rng(0)
+  for b in streams:
+    n = shards or default_shards(b, pipeline=True)
+    enc = [init_encoder_state(cfg, b // n) for _ in range(n)]
+    dec = [init_decoder_state(cfg, b // n) for _ in range(n)]
+    frame = jnp.asarray(rng.normal(size=(b // n, cfg.downsample_rate, cfg.channels)).astype(np.float32) * 0.1)
+    codes = jnp.asarray(rng.integers(0, cfg.codebook_size, (cfg.num_quantizers, b // n, 1)), jnp.int32)
+
+    def step(state, _):
+      kind, s = state
+      if kind == "e":
+        s, out, _ = steps.encode(s, frame, n_q=None)
+      else:
+        s, out = steps.decode(s, codes)
+      return (kind, s), out
+
+    times = time_steps(step, [("e", s) for s in enc] + [("d", s) for s in dec], (None,), budget_s, max_steps)
+    yield {"config": name, "part": "pipelined", "streams": b, "shards": n, "steps": len(times),
+           "median_s": statistics.median(times), "p99_s": float(np.percentile(times, 99))}
+
+
 def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
   """Joins encode and decode rows into one line per (config, B) with the bound analysis."""
   out = []
@@ -206,6 +235,7 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
         f"{'t_flop':>7} {'t_mem':>7} bound")
   for name, b in keys:
     parts = {r["part"]: r for r in rows if r["config"] == name and r["streams"] == b}
+    piped = parts.pop("pipelined", None)
     total = limit = 0.0
     for part in ("encode", "decode"):
       r = parts.get(part)
@@ -234,18 +264,24 @@ def report(rows: list[dict], cal: dict, frame_s: float) -> list[dict]:
             f"{b * frame_s / total:.2f}x real time in aggregate, {'REAL-TIME' if rt else 'not real-time'}")
       out.append({"config": name, "streams": b, "shards": shards, "enc_dec_s": total, "bound_s": limit,
                   "ratio": total / limit, "realtime": rt, "aggregate_realtime_factor": b * frame_s / total})
+      if piped is not None:
+        t = piped["median_s"]
+        print(f"{name:9} {b:>3} pipelined {t * 1e3:7.2f} ms per frame (encoder and decoder calls at once, "
+              f"StreamEngine(pipeline=True)), p99 {piped['p99_s'] * 1e3:.2f} ms: {t / limit:.1f}x the bound; "
+              f"{b * frame_s / t:.2f}x real time in aggregate")
+        out[-1].update(pipelined_s=t, pipelined_ratio=t / limit)
   return out
 
 
 def poisson_serve(name: str, rate: float, capacity: int, k: int, arrivals: int, duration: float,
-                  push_ms: float, seed: int = 0) -> dict:
+                  push_ms: float, seed: int = 0, pipeline: bool = False) -> dict:
   """Serves `arrivals` streams arriving at `rate` per second (wall clock) through one StreamEngine;
   returns the latency and step-time statistics."""
   from cat_jax.stream_engine import StreamEngine
   model = CAT.from_config(raw_config(name))
   cfg = model.config
   sr, dr = cfg.sampling_rate, cfg.downsample_rate
-  eng = StreamEngine(model, capacity, chunk_frames=k)
+  eng = StreamEngine(model, capacity, chunk_frames=k, pipeline=pipeline)
   rng = np.random.default_rng(seed)
   t0 = time.perf_counter()  # warm-up: compiles the one program
   w = eng.open()
@@ -305,7 +341,7 @@ def poisson_serve(name: str, rate: float, capacity: int, k: int, arrivals: int, 
       time.sleep(max(0.0, min(events[ev][0] - (time.perf_counter() - start), 0.01)))
   wall = time.perf_counter() - start
   served = arrivals - rejected
-  return {"config": name, "mode": "poisson", "rate_per_s": rate, "capacity": capacity, "chunk_frames": k,
+  return {"config": name, "mode": "poisson", "pipeline": pipeline, "rate_per_s": rate, "capacity": capacity, "chunk_frames": k,
           "arrivals": arrivals, "rejected": rejected, "duration_s": duration, "push_ms": push_ms,
           "compile_s": compile_s, "wall_s": wall, "steps": len(step_s), "frames": len(lat),
           "step_p50_s": float(np.percentile(step_s, 50)) if step_s else None,
@@ -326,6 +362,8 @@ def main():
                  "(default: StreamEngine's, one per core when that divides the streams)")
   p.add_argument("--mem-margin-gb", type=float, default=2.0, help="skip a case that would leave less free memory")
   p.add_argument("--json", default=None, help="also write all rows here")
+  p.add_argument("--pipeline", action="store_true", help="also time the pipelined engine's step (encoder and "
+                 "decoder calls at once, the whole model resident)")
   p.add_argument("--poisson", type=float, default=None, metavar="RATE",
                  help="serve streams arriving at RATE per second through a StreamEngine instead")
   p.add_argument("--arrivals", type=int, default=16, help="--poisson: streams in all")
@@ -337,7 +375,8 @@ def main():
   if a.poisson is not None:
     rows = []
     for name in a.configs.split(","):
-      r = poisson_serve(name, a.poisson, streams[0], a.chunk_frames, a.arrivals, a.duration, a.push_ms)
+      r = poisson_serve(name, a.poisson, streams[0], a.chunk_frames, a.arrivals, a.duration, a.push_ms,
+                        pipeline=a.pipeline)
       rows.append(r)
       print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
       ms = (lambda v: float("nan") if v is None else v * 1e3)
@@ -358,6 +397,10 @@ def main():
         rows.append(r)
         print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
       print(f"# {name} {part}: {time.perf_counter() - t0:.0f} s including model build and compiles", flush=True)
+    if a.pipeline:
+      for r in bench_pipelined(name, streams, a.budget, a.max_steps, a.shards):
+        rows.append(r)
+        print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
   summary = report(rows, cal, 1.0 / CATConfig.from_dict(raw_config(a.configs.split(",")[0])).frame_rate)
   if a.json:
     with open(a.json, "w") as f:

@@ -29,17 +29,19 @@ def _pieces(x, seed):
   return out
 
 
-@pytest.mark.parametrize("k, shards", [(1, 1), (2, 1), (1, 3)])
-def test_ragged_streams_join_leave_equal_offline(tiny_model, k, shards):
+@pytest.mark.parametrize("k, shards, pipeline", [(1, 1, False), (2, 1, False), (1, 3, False), (1, 1, True),
+                                               (2, 3, True)])
+def test_ragged_streams_join_leave_equal_offline(tiny_model, k, shards, pipeline):
   """Five streams (lengths: partial last frames, exact frames, under one frame) through 3 slots:
   pushed in ragged pieces between steps, joining at different steps; one stream is closed mid-run
   and its slot reused by a new stream; one ends without waiting (end) and is closed later. With 3
-  shards every slot is its own program call, run on threads, skipped when its slot has no work."""
+  shards every slot is its own program call, run on threads, skipped when its slot has no work.
+  Pipelined, each step decodes the codes of the step before (audio one step behind the codes)."""
   m = tiny_model
   lengths = {"a": 5 * DR + 300, "b": 6 * DR, "c": 7 * DR + 1000, "d": 1500, "e": 4 * DR + 1}
   sig = {n: _signal(t, i) for i, (n, t) in enumerate(lengths.items())}
   todo = {n: _pieces(x, 10 + i) for i, (n, x) in enumerate(sig.items())}
-  eng = StreamEngine(m, capacity=3, chunk_frames=k, shards=shards)
+  eng = StreamEngine(m, capacity=3, chunk_frames=k, shards=shards, pipeline=pipeline)
   assert eng.shard_size == 3 // shards
   ids, codes, audio = {}, {n: [] for n in sig}, {n: [] for n in sig}
   join = {"a": 0, "b": 0, "c": 2, "d": None, "e": None}  # d, e take freed slots
@@ -92,7 +94,31 @@ def test_ragged_streams_join_leave_equal_offline(tiny_model, k, shards):
     np.testing.assert_array_equal(got_c, want_c, err_msg=n)
     assert got_a.shape == want_a.shape, n
     np.testing.assert_allclose(got_a, want_a, atol=1e-5, rtol=0, err_msg=n)
-  assert eng.traces == 1
+  assert eng.traces == (2 if pipeline else 1)
+
+
+def test_pipelined_audio_one_step_behind(tiny_model):
+  """Pipelined: the codes of a chunk come at its step, its audio at the next one (a step with
+  nothing to encode still decodes), and they equal the coupled engine's."""
+  x = _signal(3 * DR, 5)
+  got = {}
+  for pipeline in (False, True):
+    eng = StreamEngine(tiny_model, capacity=1, pipeline=pipeline)
+    sid = eng.open()
+    eng.push(sid, x[:DR])
+    assert eng.step() == 1
+    c1, a1 = eng.pull_codes(sid), eng.pull_audio(sid)
+    assert c1.shape[-1] == 1 and a1.shape[-1] == (0 if pipeline else DR)
+    eng.push(sid, x[DR:])
+    eng.step()
+    eng.step()
+    assert eng.ready() == (1 if pipeline else 0)  # pipelined: the last chunk's codes wait to be decoded
+    c, a = eng.close(sid)
+    got[pipeline] = (np.concatenate([c1, c], -1), np.concatenate([a1, a], -1))
+    assert eng.step() == 0 and eng.traces == (2 if pipeline else 1)
+  np.testing.assert_array_equal(got[True][0], got[False][0])
+  np.testing.assert_allclose(got[True][1], got[False][1], atol=1e-6, rtol=0)
+  assert got[True][1].shape == (1, 3 * DR)
 
 
 def test_one_program_per_chunk_size(tiny_model):
