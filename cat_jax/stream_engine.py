@@ -93,6 +93,14 @@ def default_shards(capacity: int, pipeline: bool = False) -> int:
   return n if capacity % n == 0 else 1
 
 
+class _Held(NamedTuple):
+  """Pipelined: a step's codes waiting for the next step's decode, with that step's masks."""
+  codes: np.ndarray  # (n_q, B, K)
+  active: np.ndarray  # (B,) bool
+  reset: np.ndarray  # (B,) bool
+  deliveries: list  # (stream, slot, frames) whose audio the decode gives
+
+
 class _Stream:
   """Host side of one stream: its samples waiting for a whole chunk, and outputs not yet pulled."""
 
@@ -157,7 +165,7 @@ class StreamEngine:
     self.pipeline = bool(pipeline)
     calls = self.shards * (2 if self.pipeline else 1)  # program calls that may run at once
     self._pool = ThreadPoolExecutor(calls) if calls > 1 else None
-    self._held = None  # pipelined: (codes (n_q, B, K), active (B,), reset (B,), [(stream, slot, frames)])
+    self._held: _Held | None = None
     self._slots: list[_Stream | None] = [None] * self.capacity
     self._reset = np.zeros((self.capacity,), bool)  # slots to make fresh at their next step
     self._streams: dict[int, _Stream] = {}
@@ -189,8 +197,8 @@ class StreamEngine:
   def ready(self) -> int:
     """Streams that the next step() would serve (a whole chunk buffered, an ended stream's
     remainder, or, pipelined, codes of the last step to decode)."""
-    held = {id(s) for s, _, _ in self._held[3]} if self._held is not None else set()
-    return len(held | {id(s) for s in self._slots if s is not None and self._runs(s)})
+    held = self._held.deliveries if self._held is not None else []
+    return len({id(s) for s, _, _ in held} | {id(s) for s in self._slots if s is not None and self._runs(s)})
 
   def _runs(self, s: _Stream) -> bool:
     return s.buffered >= self.chunk_samples or (s.ended and s.buffered > 0)
@@ -297,14 +305,14 @@ class StreamEngine:
 
     def decode(i):  # the codes of the step before, with that step's active and reset masks
       p = part(i)
-      self._dec[i], a = prog.decode(params, self._dec[i], held[0][:, p], held[1][p], held[2][p], dtype=dtype)
+      self._dec[i], a = prog.decode(params, self._dec[i], held.codes[:, p], held.active[p], held.reset[p], dtype=dtype)
       out[p] = np.asarray(a)
 
     busy = [i for i in range(self.shards) if active[part(i)].any()]
     if self.pipeline:
       calls = [functools.partial(encode, i) for i in busy]
       if held is not None:
-        calls += [functools.partial(decode, i) for i in range(self.shards) if held[1][part(i)].any()]
+        calls += [functools.partial(decode, i) for i in range(self.shards) if held.active[part(i)].any()]
     else:
       calls = [functools.partial(coupled, i) for i in busy]
     if self._pool is None or len(calls) == 1:
@@ -324,14 +332,15 @@ class StreamEngine:
           s.in_flight += 1
         else:
           s.audio.append(out[i, :f * dr].T)
-    for s, slot, f in held[3] if held is not None else ():  # pipelined: the audio of the step before
+    decoded = held.deliveries if held is not None else []  # pipelined: the audio of the step before
+    for s, slot, f in decoded:
       s.audio.append(out[slot, :f * dr].T)
       s.in_flight -= 1
-    served = {s.id: s for _, s in running} | ({s.id: s for s, _, _ in held[3]} if held is not None else {})
+    served = {s.id: s for _, s in running} | {s.id: s for s, _, _ in decoded}
     for s in served.values():
       self._finish(s)
     if self.pipeline and busy:
-      self._held = (codes, active, reset, deliver)
+      self._held = _Held(codes, active, reset, deliver)
     return len(served)
 
   def pull_codes(self, sid: int) -> np.ndarray:
