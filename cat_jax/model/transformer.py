@@ -76,9 +76,9 @@ def rope_tables(positions: jax.Array, head_dim: int, max_period: float) -> tuple
 
 
 def _materialized(x: jax.Array) -> jax.Array:
-  """x, exactly (x + 0), as a reduction's output: XLA never fuses a reduction into its consumers,
-  whereas it drops optimization barriers (XLA:CPU) and would recompute cos/sin inside every
-  rotation (10x slower rope on the released config's 512-token stage)."""
+  """x, exactly (x + 0), as a reduction's output, which XLA does not fuse into the ops that read
+  it; XLA:CPU drops optimization barriers and would recompute cos/sin inside every rotation
+  (the released config's 512-token rope fusions 1.0 ms each instead of 0.2 ms)."""
   return jnp.sum(jnp.stack([x, jnp.zeros_like(x)]), axis=0)
 
 

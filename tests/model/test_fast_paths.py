@@ -64,3 +64,20 @@ def test_unrolled_views_alias_the_stack_and_match_the_scan(golden_dir):
 
   model.params = jax.tree.map(lambda a: a + 0, model.params)  # new params drop the stale views
   assert model._coding is None
+
+
+def test_rope_tables_are_computed_once_per_stage():
+  """XLA:CPU drops optimization barriers; the tables must still be evaluated once, not inside
+  every layer's rotation of q and k (what made the released config's rope 5x slower)."""
+  spec = TransformerSpec(32, 32, 32, 4, 3, 64, causal=True, positional_embedding="rope")
+  stack = transformer.Transformer(spec, key=jax.random.key(0))
+  stack.unroll()
+  x = jax.random.normal(jax.random.key(1), (1, 40, 32))
+  positions = jnp.arange(40)[None]
+  hlo = jax.jit(lambda x, p: stack(x, p)[0]).lower(x, positions).compile().as_text()
+  assert (hlo.count(" cosine("), hlo.count(" sine(")) == (1, 1)
+  cos, sin = transformer.rope_tables(positions, spec.head_dim, spec.max_period)
+  angle = np.arange(40, dtype=np.float32)[None, :, None, None] * np.exp(
+      np.arange(spec.head_dim // 2, dtype=np.float32) * np.float32(-np.log(spec.max_period) * 2 / spec.head_dim))
+  np.testing.assert_allclose(cos, np.cos(angle), atol=1e-6, rtol=0)
+  np.testing.assert_allclose(sin, np.sin(angle), atol=1e-6, rtol=0)
